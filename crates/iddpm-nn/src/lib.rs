@@ -1,6 +1,21 @@
-//! The networks of Improved DDPM. So far: the sinusoidal timestep embedding that conditions
-//! the UNet on the diffusion step.
+//! The networks of Improved DDPM: the UNet (`UNetModel`) and its super-resolution variant,
+//! with parameters addressable by the reference's PyTorch names.
 
+pub mod attention;
+pub mod checkpoint;
+pub mod config;
+pub mod layers;
+mod model;
+pub mod params;
+pub mod resample;
+pub mod resblock;
 pub mod timestep_embedding;
+pub mod unet;
 
+pub use checkpoint::{
+    LoadError, Mismatch, apply_state_dict, load_weights, save_weights, state_dict_of,
+};
+pub use config::{ConfigError, ModelFlags, NUM_CLASSES, UNetConfig, default_channel_mult};
+pub use params::{ParamSlot, ParamVisitor, VisitParams, param_count, param_names};
 pub use timestep_embedding::timestep_embedding;
+pub use unet::{UNetModel, UNetTrace};

@@ -1,0 +1,60 @@
+//! Spatial self-attention with the reference's legacy (head-major) QKV layout.
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use crate::layers::{Conv1x1, GroupNorm};
+use crate::params::{ParamVisitor, VisitParams};
+
+/// Multi-head self-attention over all positions, with a residual connection.
+///
+/// The qkv projection's channels are head-major: head h owns channels `[h·3d, (h+1)·3d)` with
+/// q, k, v consecutive (d = C/heads), exactly as the released checkpoints were trained.
+#[derive(Module, Debug)]
+pub struct AttentionBlock {
+    norm: GroupNorm,
+    qkv: Conv1x1,
+    proj_out: Conv1x1,
+    num_heads: usize,
+}
+
+impl AttentionBlock {
+    /// Attention over `channels` channels split into `num_heads` heads.
+    pub fn new(channels: usize, num_heads: usize, device: &Device) -> Self {
+        Self {
+            norm: GroupNorm::new(channels, device),
+            qkv: Conv1x1::new(channels, 3 * channels, device),
+            proj_out: Conv1x1::new(channels, channels, device).zeroed(),
+            num_heads,
+        }
+    }
+
+    /// `[B, C, H, W] -> [B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let t = h * w;
+        let x: Tensor<3> = x.reshape([b, c, t]);
+        let qkv = self.qkv.forward(self.norm.forward(x.clone()));
+        let d = c / self.num_heads;
+        let qkv: Tensor<3> = qkv.reshape([b * self.num_heads, 3 * d, t]);
+        // Scaling q and k separately by d^(-1/4) is more stable in f16 than scaling the product.
+        let scale = (1.0 / (d as f64).sqrt().sqrt()) as f32;
+        let q = qkv.clone().narrow(1, 0, d).mul_scalar(scale);
+        let k = qkv.clone().narrow(1, d, d).mul_scalar(scale);
+        let v = qkv.narrow(1, 2 * d, d);
+        let weight = softmax(q.swap_dims(1, 2).matmul(k), 2); // [N, T(query), S(key)]
+        let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, T]
+        let out: Tensor<3> = out.reshape([b, c, t]);
+        let out = self.proj_out.forward(out);
+        (x + out).reshape([b, c, h, w])
+    }
+}
+
+impl VisitParams for AttentionBlock {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        self.norm.visit_params(&format!("{prefix}norm."), v);
+        self.qkv.visit_params(&format!("{prefix}qkv."), v);
+        self.proj_out.visit_params(&format!("{prefix}proj_out."), v);
+    }
+}

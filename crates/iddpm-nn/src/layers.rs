@@ -1,0 +1,235 @@
+//! The primitive layers of the UNet, storing weights in PyTorch's layout.
+
+use burn::module::{Module, Param};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+use crate::params::{ParamVisitor, VisitParams};
+
+/// Number of groups of every GroupNorm in the reference UNet.
+pub const NORM_GROUPS: usize = 32;
+const NORM_EPS: f64 = 1e-5;
+
+fn uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) -> Param<Tensor<D>> {
+    // PyTorch's default init for conv and linear layers: U(−1/sqrt(fan_in), 1/sqrt(fan_in)).
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Uniform(-bound, bound),
+        device,
+    ))
+}
+
+/// A 2-D convolution with bias; weight `[out, in, k, k]`.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    /// `[out, in, k, k]`.
+    pub weight: Param<Tensor<4>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A convolution with PyTorch's default initialisation.
+    pub fn new(
+        channels_in: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        device: &Device,
+    ) -> Self {
+        let fan_in = channels_in * kernel * kernel;
+        Self {
+            weight: uniform([channels_out, channels_in, kernel, kernel], fan_in, device),
+            bias: uniform([channels_out], fan_in, device),
+            stride,
+            padding,
+        }
+    }
+
+    /// The same convolution with all parameters zero (the reference's `zero_module`).
+    pub fn zeroed(self) -> Self {
+        Self {
+            weight: self.weight.map(|w| w.zeros_like()),
+            bias: self.bias.map(|b| b.zeros_like()),
+            ..self
+        }
+    }
+
+    /// `[B, in, H, W] -> [B, out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.val(),
+            Some(self.bias.val()),
+            ConvOptions::new(
+                [self.stride, self.stride],
+                [self.padding, self.padding],
+                [1, 1],
+                1,
+            ),
+        )
+    }
+}
+
+impl VisitParams for Conv2d {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        let shape = self.weight.val().dims();
+        v.visit(&format!("{prefix}weight"), &shape, &mut self.weight);
+        v.visit(&format!("{prefix}bias"), &[shape[0]], &mut self.bias);
+    }
+}
+
+/// A 1×1 convolution over a sequence (`nn.Conv1d(in, out, 1)`); weight stored `[out, in]`,
+/// named with PyTorch's `[out, in, 1]` shape.
+#[derive(Module, Debug)]
+pub struct Conv1x1 {
+    /// `[out, in]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Conv1x1 {
+    /// A 1×1 convolution with PyTorch's default initialisation.
+    pub fn new(channels_in: usize, channels_out: usize, device: &Device) -> Self {
+        Self {
+            weight: uniform([channels_out, channels_in], channels_in, device),
+            bias: uniform([channels_out], channels_in, device),
+        }
+    }
+
+    /// The same layer with all parameters zero.
+    pub fn zeroed(self) -> Self {
+        Self {
+            weight: self.weight.map(|w| w.zeros_like()),
+            bias: self.bias.map(|b| b.zeros_like()),
+        }
+    }
+
+    /// `[B, in, T] -> [B, out, T]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [out, _] = self.weight.val().dims();
+        let w: Tensor<3> = self.weight.val().unsqueeze();
+        w.matmul(x) + self.bias.val().reshape([1, out, 1])
+    }
+}
+
+impl VisitParams for Conv1x1 {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        let [o, i] = self.weight.val().dims();
+        v.visit(&format!("{prefix}weight"), &[o, i, 1], &mut self.weight);
+        v.visit(&format!("{prefix}bias"), &[o], &mut self.bias);
+    }
+}
+
+/// A fully connected layer; weight stored as PyTorch does, `[out, in]`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Linear {
+    /// A linear layer with PyTorch's default initialisation.
+    pub fn new(d_in: usize, d_out: usize, device: &Device) -> Self {
+        Self {
+            weight: uniform([d_out, d_in], d_in, device),
+            bias: uniform([d_out], d_in, device),
+        }
+    }
+
+    /// `[B, in] -> [B, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let out = self.bias.val().dims()[0];
+        x.matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, out])
+    }
+}
+
+impl VisitParams for Linear {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        let shape = self.weight.val().dims();
+        v.visit(&format!("{prefix}weight"), &shape, &mut self.weight);
+        v.visit(&format!("{prefix}bias"), &[shape[0]], &mut self.bias);
+    }
+}
+
+/// GroupNorm with 32 groups and eps 1e-5 (the reference's `GroupNorm32`), computed in f32.
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    /// Scale γ, `[C]`.
+    pub weight: Param<Tensor<1>>,
+    /// Shift β, `[C]`.
+    pub bias: Param<Tensor<1>>,
+}
+
+impl GroupNorm {
+    /// γ = 1, β = 0 over `channels` channels (must be a multiple of 32).
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+        }
+    }
+
+    /// Normalises `[B, C, ...]` over groups of C/32 channels and all positions.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let (batch, channels) = (dims[0], dims[1]);
+        let grouped: Tensor<3> = x.reshape([batch as i64, NORM_GROUPS as i64, -1]);
+        let mean = grouped.clone().mean_dim(2);
+        let centered = grouped - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / var.add_scalar(NORM_EPS).sqrt();
+        let normed: Tensor<D> = normed.reshape(dims);
+        let mut affine = [1usize; D];
+        affine[1] = channels;
+        normed * self.weight.val().reshape(affine) + self.bias.val().reshape(affine)
+    }
+}
+
+impl VisitParams for GroupNorm {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        let c = self.weight.val().dims()[0];
+        v.visit(&format!("{prefix}weight"), &[c], &mut self.weight);
+        v.visit(&format!("{prefix}bias"), &[c], &mut self.bias);
+    }
+}
+
+/// A lookup table of class embeddings, `[num_classes, dim]`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// `[num_classes, dim]`.
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// N(0, 1) initialised, as PyTorch's `nn.Embedding`.
+    pub fn new(num_classes: usize, dim: usize, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [num_classes, dim],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )),
+        }
+    }
+
+    /// `[B]` labels → `[B, dim]`.
+    pub fn forward(&self, labels: Tensor<1, Int>) -> Tensor<2> {
+        self.weight.val().select(0, labels)
+    }
+}
+
+impl VisitParams for Embedding {
+    fn visit_params(&mut self, prefix: &str, v: &mut dyn ParamVisitor) {
+        let shape = self.weight.val().dims();
+        v.visit(&format!("{prefix}weight"), &shape, &mut self.weight);
+    }
+}
