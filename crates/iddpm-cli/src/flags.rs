@@ -1,4 +1,11 @@
-//! Flag conventions shared with the reference scripts: `--learn_sigma True` style booleans.
+//! Flag conventions shared with the reference scripts: underscores (with kebab-case aliases)
+//! and `True`/`False` booleans, and the model and diffusion flags every command takes.
+
+use clap::{ArgAction, Args};
+use iddpm::ModelSpec;
+use iddpm::diffusion::{BetaSchedule, DiffusionConfig};
+use iddpm::nn::ModelFlags;
+use iddpm::nn::config::parse_usize_list;
 
 /// Parses a boolean as the reference's `str2bool` does (`True`, `true`, `yes`, `1`, ...).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -6,6 +13,150 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "t" | "yes" | "y" | "1" => Ok(true),
         "false" | "f" | "no" | "n" | "0" => Ok(false),
         _ => Err(format!("{s:?} is not a boolean; use True or False")),
+    }
+}
+
+/// The reference's diffusion flags.
+#[derive(Args, Debug, Clone)]
+pub struct DiffusionFlags {
+    /// Number of diffusion steps T the model is trained with.
+    #[arg(
+        long = "diffusion_steps",
+        alias = "diffusion-steps",
+        default_value_t = 1000
+    )]
+    pub diffusion_steps: usize,
+    /// Beta schedule: linear or cosine.
+    #[arg(
+        long = "noise_schedule",
+        alias = "noise-schedule",
+        default_value = "linear"
+    )]
+    pub noise_schedule: String,
+    /// Timesteps to keep: "" (all), section counts like "250" or "10,15,20", or "ddimN".
+    #[arg(
+        long = "timestep_respacing",
+        alias = "timestep-respacing",
+        default_value = ""
+    )]
+    pub timestep_respacing: String,
+    /// With fixed variances, use the posterior variance rather than beta.
+    #[arg(long = "sigma_small", alias = "sigma-small", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub sigma_small: bool,
+    /// Train on the variational bound L_vlb.
+    #[arg(long = "use_kl", alias = "use-kl", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_kl: bool,
+    /// The network predicts x_0 instead of the noise.
+    #[arg(long = "predict_xstart", alias = "predict-xstart", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub predict_xstart: bool,
+    /// Feed the network timesteps rescaled to [0, 1000).
+    #[arg(long = "rescale_timesteps", alias = "rescale-timesteps", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub rescale_timesteps: bool,
+    /// Weight the vb term by T/1000 (RESCALED_MSE).
+    #[arg(long = "rescale_learned_sigmas", alias = "rescale-learned-sigmas", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub rescale_learned_sigmas: bool,
+}
+
+impl DiffusionFlags {
+    /// The diffusion configuration (`learn_sigma` from the model flags).
+    pub fn config(&self, learn_sigma: bool) -> Result<DiffusionConfig, String> {
+        let noise_schedule: BetaSchedule = self
+            .noise_schedule
+            .parse()
+            .map_err(|e| format!("--noise_schedule: {e}"))?;
+        Ok(DiffusionConfig {
+            diffusion_steps: self.diffusion_steps,
+            noise_schedule,
+            learn_sigma,
+            sigma_small: self.sigma_small,
+            use_kl: self.use_kl,
+            predict_xstart: self.predict_xstart,
+            rescale_timesteps: self.rescale_timesteps,
+            rescale_learned_sigmas: self.rescale_learned_sigmas,
+            timestep_respacing: self.timestep_respacing.clone(),
+        })
+    }
+}
+
+/// The reference's model flags (`model_and_diffusion_defaults`), plus `--channel_mult`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Side of the (square) images.
+    #[arg(long = "image_size", alias = "image-size", default_value_t = 64)]
+    pub image_size: usize,
+    /// Base channel count of the UNet.
+    #[arg(long = "num_channels", alias = "num-channels", default_value_t = 128)]
+    pub num_channels: usize,
+    /// Residual blocks per resolution.
+    #[arg(long = "num_res_blocks", alias = "num-res-blocks", default_value_t = 2)]
+    pub num_res_blocks: usize,
+    /// Attention heads.
+    #[arg(long = "num_heads", alias = "num-heads", default_value_t = 4)]
+    pub num_heads: usize,
+    /// Attention heads in the upsampling path (-1: same as --num_heads).
+    #[arg(long = "num_heads_upsample", alias = "num-heads-upsample", default_value_t = -1, allow_negative_numbers = true)]
+    pub num_heads_upsample: i64,
+    /// Image resolutions with self-attention.
+    #[arg(
+        long = "attention_resolutions",
+        alias = "attention-resolutions",
+        default_value = "16,8"
+    )]
+    pub attention_resolutions: String,
+    /// Dropout in the residual blocks.
+    #[arg(long = "dropout", default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Learn the variances (L_hybrid); the network has 6 output channels.
+    #[arg(long = "learn_sigma", alias = "learn-sigma", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub learn_sigma: bool,
+    /// Class-conditional model (1000 classes).
+    #[arg(long = "class_cond", alias = "class-cond", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub class_cond: bool,
+    /// Gradient checkpointing (recompute activations in the backward pass).
+    #[arg(long = "use_checkpoint", alias = "use-checkpoint", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_checkpoint: bool,
+    /// FiLM-style scale/shift conditioning in the residual blocks.
+    #[arg(long = "use_scale_shift_norm", alias = "use-scale-shift-norm", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_scale_shift_norm: bool,
+    /// Channel multipliers per resolution, e.g. "1,2,2,2" (default: from --image_size).
+    #[arg(long = "channel_mult", alias = "channel-mult")]
+    pub channel_mult: Option<String>,
+    #[command(flatten)]
+    pub diffusion: DiffusionFlags,
+}
+
+impl ModelArgs {
+    /// The network flags, with `image_size` replaced for super-resolution (`--large_size`).
+    pub fn model_flags(&self, image_size: usize) -> Result<ModelFlags, String> {
+        let channel_mult = match &self.channel_mult {
+            Some(s) if !s.trim().is_empty() => {
+                Some(parse_usize_list("channel_mult", s).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
+        Ok(ModelFlags {
+            image_size,
+            num_channels: self.num_channels,
+            num_res_blocks: self.num_res_blocks,
+            num_heads: self.num_heads,
+            num_heads_upsample: self.num_heads_upsample,
+            attention_resolutions: self.attention_resolutions.clone(),
+            dropout: self.dropout,
+            learn_sigma: self.learn_sigma,
+            class_cond: self.class_cond,
+            use_checkpoint: self.use_checkpoint,
+            use_scale_shift_norm: self.use_scale_shift_norm,
+            channel_mult,
+        })
+    }
+
+    /// The model and diffusion these flags describe.
+    pub fn spec(&self, image_size: usize, super_res: bool) -> Result<ModelSpec, String> {
+        Ok(ModelSpec {
+            model: self.model_flags(image_size)?,
+            diffusion: self.diffusion.config(self.learn_sigma)?,
+            super_res,
+        })
     }
 }
 

@@ -1,16 +1,23 @@
 //! **iddpm**: Improved Denoising Diffusion Probabilistic Models (Nichol & Dhariwal, 2021) in
 //! Rust, on burn.
 //!
-//! This crate gathers the project's parts under one roof:
 //! - [`diffusion`]: the Gaussian diffusion process, respacing, losses, samplers.
-//! - [`nn`]: the networks.
+//! - [`nn`]: the UNet and its checkpoints (PyTorch names, `.pt` and `.safetensors`).
+//! - [`ModelSpec`]: a network and its diffusion from the reference's flags.
+//! - [`sample`]: batched sampling to uint8 images; [`io`]: `.npy`/`.npz` and PNG grids.
 //!
 //! Tensors live on any burn device; [`default_device`] is the pure-Rust CPU device (Flex).
 
+pub mod device;
+pub mod error;
+pub mod io;
+pub mod model_and_diffusion;
+pub mod progress;
+pub mod sample;
+
+pub use device::{default_device, parse_device};
+pub use error::{Error, Result};
+pub use iddpm_checkpoint as checkpoint;
 pub use iddpm_diffusion as diffusion;
 pub use iddpm_nn as nn;
-
-/// The device iddpm uses unless told otherwise: burn's pure-Rust CPU backend.
-pub fn default_device() -> burn::tensor::Device {
-    burn::tensor::Device::flex()
-}
+pub use model_and_diffusion::ModelSpec;

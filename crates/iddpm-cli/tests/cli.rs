@@ -1,0 +1,212 @@
+//! The `iddpm` binary end to end: parity with the reference through the command line, and the
+//! errors bad input gets.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use iddpm::io::{NpyArray, NpyData, read_npz_array};
+use safetensors::SafeTensors;
+
+fn reference_dir() -> PathBuf {
+    std::env::var("IDDPM_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+        })
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join(format!("iddpm-cli-tests-{}", std::process::id()))
+        .join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn f32_tensor(file: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+/// Model A's flags, as the reference scripts take them.
+const MODEL_A: &[&str] = &[
+    "--image_size",
+    "32",
+    "--num_channels",
+    "32",
+    "--num_res_blocks",
+    "1",
+    "--num_heads",
+    "2",
+    "--learn_sigma",
+    "True",
+    "--diffusion_steps",
+    "100",
+    "--noise_schedule",
+    "cosine",
+];
+
+fn iddpm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ddim_samples_through_the_cli_match_the_reference() {
+    let dir = reference_dir();
+    let out = tmp("ddim");
+    let (shape, x_t) = f32_tensor(&dir.join("diffusion_a.safetensors"), "ddim.x_T");
+    let noise = out.join("x_T.npy");
+    std::fs::write(
+        &noise,
+        NpyArray {
+            shape: shape.clone(),
+            data: NpyData::F32(x_t),
+        }
+        .to_bytes(),
+    )
+    .unwrap();
+    let model = dir.join("model_a.pt");
+    let mut args = vec![
+        "sample",
+        "--model_path",
+        model.to_str().unwrap(),
+        "--use_ddim",
+        "True",
+        "--timestep_respacing",
+        "ddim10",
+        "--init_noise",
+        noise.to_str().unwrap(),
+        "--num_samples",
+        "2",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(MODEL_A);
+    let o = iddpm(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let arr = read_npz_array(&out.join("samples_2x32x32x3.npz"), "arr_0").unwrap();
+    assert_eq!(arr.shape, vec![2, 32, 32, 3]);
+    let NpyData::U8(ours) = arr.data else {
+        panic!("arr_0 must be uint8")
+    };
+    let (_, reference) = f32_tensor(&dir.join("diffusion_a.safetensors"), "ddim.sample");
+    let (n, c, hw) = (2, 3, 32 * 32);
+    let mut off_by_one = 0;
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                let v = reference[(b * c + ch) * hw + p];
+                let want = ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
+                let got = ours[(b * hw + p) * c + ch];
+                let diff = (got as i32 - want as i32).abs();
+                assert!(diff <= 1, "pixel {b},{ch},{p}: {got} vs {want}");
+                if diff == 1 {
+                    // Only allowed where the float sits within rounding of a level boundary.
+                    let scaled = (v + 1.0) * 127.5;
+                    assert!((scaled - scaled.round()).abs() < 1e-2, "{scaled}");
+                    off_by_one += 1;
+                }
+            }
+        }
+    }
+    println!(
+        "CLI DDIM parity: {} pixels, {off_by_one} off by one",
+        n * c * hw
+    );
+    assert!(out.join("samples_2x32x32x3.png").is_file());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_leaves_no_output() {
+    let dir = reference_dir();
+    let model = dir.join("model_a.pt");
+    let out = tmp("bad");
+    let out_s = out.to_str().unwrap();
+
+    let check = |args: Vec<&str>, needle: &str| {
+        let o = iddpm(&args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(
+            err.contains(needle),
+            "{args:?}: {err:?} should mention {needle:?}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let model_s = model.to_str().unwrap();
+    let with_model = |extra: &[&'static str]| -> Vec<&str> {
+        let mut v = vec![
+            "sample",
+            "--model_path",
+            model_s,
+            "--output_dir",
+            out_s,
+            "--num_samples",
+            "1",
+            "--timestep_respacing",
+            "2",
+        ];
+        v.extend_from_slice(MODEL_A);
+        v.extend_from_slice(extra);
+        v
+    };
+    check(with_model(&["--num_samples", "0"]), "--num_samples");
+    let mut fixed = vec![
+        "sample",
+        "--model_path",
+        model.to_str().unwrap(),
+        "--output_dir",
+        out_s,
+    ];
+    fixed.extend_from_slice(&[
+        "--image_size",
+        "32",
+        "--num_channels",
+        "32",
+        "--num_res_blocks",
+        "1",
+        "--num_heads",
+        "2",
+    ]);
+    check(fixed, "--learn_sigma True");
+    check(
+        vec!["sample", "--model_path", "/nonexistent/model.pt"],
+        "/nonexistent/model.pt",
+    );
+    check(with_model(&["--timestep_respacing", "ddim99"]), "ddim99");
+    check(with_model(&["--learn_sigma", "maybe"]), "maybe");
+    let blocker = out.join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let nested = blocker.join("sub");
+    let mut v = vec![
+        "sample",
+        "--model_path",
+        model.to_str().unwrap(),
+        "--output_dir",
+        nested.to_str().unwrap(),
+    ];
+    v.extend_from_slice(MODEL_A);
+    check(v, "a-file");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("a-file")],
+        "no output may be left behind"
+    );
+}

@@ -1,0 +1,193 @@
+//! NumPy `.npy` arrays: the element types iddpm exchanges (u8 images, f32 noise, i64 labels).
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A decoded array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NpyData {
+    /// `|u1`.
+    U8(Vec<u8>),
+    /// `<f4`.
+    F32(Vec<f32>),
+    /// `<f8`.
+    F64(Vec<f64>),
+    /// `<i8`.
+    I64(Vec<i64>),
+    /// `<i4`.
+    I32(Vec<i32>),
+}
+
+/// An n-dimensional array in C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyArray {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: NpyData,
+}
+
+impl NpyArray {
+    /// The NumPy dtype string.
+    pub fn descr(&self) -> &'static str {
+        match self.data {
+            NpyData::U8(_) => "|u1",
+            NpyData::F32(_) => "<f4",
+            NpyData::F64(_) => "<f8",
+            NpyData::I64(_) => "<i8",
+            NpyData::I32(_) => "<i4",
+        }
+    }
+
+    /// Values as f32 (lossy for f64 and large integers).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::F32(v) => v.clone(),
+            NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            NpyData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// Integer values, if the array holds integers.
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        match &self.data {
+            NpyData::U8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            NpyData::I64(v) => Some(v.clone()),
+            NpyData::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            _ => None,
+        }
+    }
+
+    /// Serialises to `.npy` bytes (format 1.0, header padded to 64 bytes as NumPy does).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let shape = match self.shape.len() {
+            1 => format!("({},)", self.shape[0]),
+            _ => format!(
+                "({})",
+                self.shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut header = format!(
+            "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+            self.descr()
+        );
+        let unpadded = 10 + header.len() + 1;
+        header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+        header.push('\n');
+        let mut out = Vec::with_capacity(10 + header.len());
+        out.extend_from_slice(b"\x93NUMPY\x01\x00");
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        match &self.data {
+            NpyData::U8(v) => out.extend_from_slice(v),
+            NpyData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NpyData::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NpyData::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            NpyData::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+        out
+    }
+
+    /// Parses `.npy` bytes; `what` names the source in errors.
+    pub fn from_bytes(bytes: &[u8], what: &Path) -> Result<Self> {
+        let bad = |m: &str| Error::file(what, format!("not a readable .npy array: {m}"));
+        if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {
+            return Err(bad("missing the NUMPY magic"));
+        }
+        let (header_len, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+                12,
+            ),
+            _ => return Err(bad("unsupported format version")),
+        };
+        let header = bytes
+            .get(start..start + header_len)
+            .ok_or_else(|| bad("truncated header"))?;
+        let header = String::from_utf8_lossy(header);
+        let field = |key: &str| -> Option<String> {
+            let i = header.find(&format!("'{key}'"))?;
+            let rest = header[i + key.len() + 2..]
+                .trim_start()
+                .strip_prefix(':')?
+                .trim_start();
+            Some(rest.to_string())
+        };
+        let descr = field("descr").ok_or_else(|| bad("no descr"))?;
+        let descr = descr
+            .split('\'')
+            .nth(1)
+            .ok_or_else(|| bad("bad descr"))?
+            .to_string();
+        if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+            return Err(bad("Fortran-ordered arrays are not supported"));
+        }
+        let shape_text = field("shape").ok_or_else(|| bad("no shape"))?;
+        let inner = shape_text
+            .strip_prefix('(')
+            .and_then(|s| s.split(')').next())
+            .ok_or_else(|| bad("bad shape"))?;
+        let shape: Vec<usize> = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| bad("bad shape")))
+            .collect::<Result<_>>()?;
+        let n: usize = shape.iter().product();
+        let body = &bytes[start + header_len..];
+        let need = |size: usize| -> Result<&[u8]> {
+            body.get(..n * size).ok_or_else(|| bad("truncated data"))
+        };
+        let data = match descr.as_str() {
+            "|u1" | "<u1" | "u1" | "|b1" => NpyData::U8(need(1)?.to_vec()),
+            "<f4" => NpyData::F32(
+                need(4)?
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            "<f8" => NpyData::F64(
+                need(8)?
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            "<i8" => NpyData::I64(
+                need(8)?
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            "<i4" => NpyData::I32(
+                need(4)?
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            other => return Err(bad(&format!("unsupported dtype {other}"))),
+        };
+        Ok(Self { shape, data })
+    }
+
+    /// Reads a `.npy` file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+}

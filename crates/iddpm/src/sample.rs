@@ -1,0 +1,179 @@
+//! Drawing image samples in batches, as the reference's `image_sample.py`.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use iddpm_diffusion::{
+    Conditioning, GaussianDiffusion, NoiseSource, PredictOptions, Sampler, SeededNoise,
+};
+use iddpm_nn::{NUM_CLASSES, UNetModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    /// Total number of images.
+    pub num_samples: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Side of the (square) images.
+    pub image_size: usize,
+    /// Ancestral sampling or DDIM.
+    pub sampler: Sampler,
+    /// Clamp predicted x_0 to [−1, 1] at every step.
+    pub clip_denoised: bool,
+    /// Seed of all randomness (noise and random labels).
+    pub seed: u64,
+    /// Class labels for class-conditional models (`None`: drawn uniformly, as the reference).
+    pub labels: Option<Vec<i64>>,
+    /// Start noise `[num_samples, 3, H, W]` (row-major), instead of drawing it.
+    pub init_noise: Option<Vec<f32>>,
+}
+
+/// Sampled images.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// `[N, H, W, 3]` uint8, converted as the reference does.
+    pub images: Vec<u8>,
+    /// Labels of class-conditional samples.
+    pub labels: Option<Vec<i64>>,
+    /// Number of images.
+    pub n: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+/// Converts model-space images `[N, 3, H, W]` in [−1, 1] to uint8 NHWC exactly as the reference:
+/// truncation of `clamp((x + 1) · 127.5, 0, 255)`.
+pub fn to_uint8_nhwc(values: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n * h * w * c];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = values[((b * c + ch) * h + y) * w + x];
+                    out[((b * h + y) * w + x) * c + ch] =
+                        ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Draws `opts.num_samples` images, calling `progress(steps_done)` after every denoising step.
+pub fn sample_images(
+    model: &UNetModel,
+    diffusion: &GaussianDiffusion,
+    opts: &SampleOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Samples> {
+    if opts.num_samples == 0 {
+        return Err(Error::Invalid("--num_samples must be at least 1".into()));
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::Invalid("--batch_size must be at least 1".into()));
+    }
+    let (n, s) = (opts.num_samples, opts.image_size);
+    let class_cond = model.is_class_conditional();
+    let labels: Option<Vec<i64>> = match (&opts.labels, class_cond) {
+        (Some(l), true) => {
+            if l.len() != n {
+                return Err(Error::Invalid(format!(
+                    "{} labels given for {n} samples",
+                    l.len()
+                )));
+            }
+            if let Some(bad) = l.iter().find(|&&y| y < 0 || y >= NUM_CLASSES as i64) {
+                return Err(Error::Invalid(format!(
+                    "label {bad} is outside 0..{NUM_CLASSES}"
+                )));
+            }
+            Some(l.clone())
+        }
+        (Some(_), false) => {
+            return Err(Error::Invalid(
+                "--labels given, but the model is not class-conditional (--class_cond False)"
+                    .into(),
+            ));
+        }
+        (None, true) => {
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c61_6265_6c73);
+            Some(
+                (0..n)
+                    .map(|_| rng.random_range(0..NUM_CLASSES as i64))
+                    .collect(),
+            )
+        }
+        (None, false) => None,
+    };
+    if let Some(noise) = &opts.init_noise
+        && noise.len() != n * 3 * s * s
+    {
+        return Err(Error::Invalid(format!(
+            "--init_noise holds {} values; [{n}, 3, {s}, {s}] needs {}",
+            noise.len(),
+            n * 3 * s * s
+        )));
+    }
+    let mut noise = SeededNoise::new(opts.seed);
+    let mut images = Vec::with_capacity(n * s * s * 3);
+    let mut done_steps = 0u64;
+    let mut start = 0;
+    while start < n {
+        let b = opts.batch_size.min(n - start);
+        let shape = [b, 3, s, s];
+        let x_t = match &opts.init_noise {
+            Some(all) => Some(Tensor::<4>::from_data(
+                TensorData::new(
+                    all[start * 3 * s * s..(start + b) * 3 * s * s].to_vec(),
+                    shape,
+                ),
+                device,
+            )),
+            None => Some(noise.sample(shape, device)?),
+        };
+        let cond = match &labels {
+            Some(l) => Conditioning::labels(Tensor::<1, Int>::from_data(
+                TensorData::new(l[start..start + b].to_vec(), [b]),
+                device,
+            )),
+            None => Conditioning::none(),
+        };
+        let steps = diffusion.sample_loop_progressive(
+            model,
+            opts.sampler,
+            shape,
+            x_t,
+            PredictOptions::clip(opts.clip_denoised),
+            &cond,
+            &mut noise,
+            device,
+        )?;
+        let mut last = None;
+        for step in steps {
+            last = Some(step?.sample);
+            done_steps += 1;
+            progress(done_steps);
+        }
+        let sample = last.expect("at least one step");
+        let values = sample
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Invalid(format!("cannot read samples: {e:?}")))?;
+        images.extend(to_uint8_nhwc(&values, b, 3, s, s));
+        start += b;
+    }
+    Ok(Samples {
+        images,
+        labels,
+        n,
+        h: s,
+        w: s,
+    })
+}
