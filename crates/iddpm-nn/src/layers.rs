@@ -21,6 +21,12 @@ fn uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) ->
     ))
 }
 
+/// A trainable parameter of zeros shaped like `like` (a fresh leaf that requires gradients).
+fn zeros_param<const D: usize>(like: &Param<Tensor<D>>) -> Param<Tensor<D>> {
+    let v = like.val();
+    Param::from_tensor(Tensor::zeros(v.dims(), &v.device()))
+}
+
 /// A 2-D convolution with bias; weight `[out, in, k, k]`.
 #[derive(Module, Debug)]
 pub struct Conv2d {
@@ -54,8 +60,8 @@ impl Conv2d {
     /// The same convolution with all parameters zero (the reference's `zero_module`).
     pub fn zeroed(self) -> Self {
         Self {
-            weight: self.weight.map(|w| w.zeros_like()),
-            bias: self.bias.map(|b| b.zeros_like()),
+            weight: zeros_param(&self.weight),
+            bias: zeros_param(&self.bias),
             ..self
         }
     }
@@ -106,8 +112,8 @@ impl Conv1x1 {
     /// The same layer with all parameters zero.
     pub fn zeroed(self) -> Self {
         Self {
-            weight: self.weight.map(|w| w.zeros_like()),
-            bias: self.bias.map(|b| b.zeros_like()),
+            weight: zeros_param(&self.weight),
+            bias: zeros_param(&self.bias),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Parameters by their PyTorch names, so that the reference's checkpoints load as they are.
 
 use burn::module::Param;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Gradients, Tensor, TensorData};
 
 /// Visits every parameter of a network under its PyTorch state-dict name.
 pub trait ParamVisitor {
@@ -19,6 +19,13 @@ pub trait ParamSlot {
     fn set(&mut self, values: Vec<f32>);
     /// Number of elements.
     fn numel(&self) -> usize;
+    /// The current value, flattened and without autodiff (for optimizers and EMAs).
+    fn flat(&self) -> Tensor<1>;
+    /// The gradient of this parameter in `grads`, flattened, if it has one.
+    fn grad_flat(&self, grads: &Gradients) -> Option<Tensor<1>>;
+    /// Replaces the value by `value` (flattened, without autodiff), keeping the parameter's
+    /// identity and whether it is trained. No host round trip: the data stays on its device.
+    fn set_flat(&mut self, value: Tensor<1>);
 }
 
 impl<const D: usize> ParamSlot for Param<Tensor<D>> {
@@ -43,6 +50,36 @@ impl<const D: usize> ParamSlot for Param<Tensor<D>> {
 
     fn numel(&self) -> usize {
         self.val().dims().iter().product()
+    }
+
+    fn flat(&self) -> Tensor<1> {
+        let v = self.val().inner();
+        let n = v.dims().iter().product::<usize>();
+        v.reshape([n])
+    }
+
+    fn grad_flat(&self, grads: &Gradients) -> Option<Tensor<1>> {
+        let g = self.val().grad(grads)?;
+        let n = g.dims().iter().product::<usize>();
+        Some(g.reshape([n]))
+    }
+
+    fn set_flat(&mut self, value: Tensor<1>) {
+        let old = self.clone();
+        *self = old.map(|tensor| {
+            let dims = tensor.dims();
+            let value: Tensor<D> = value.reshape(dims);
+            if tensor.is_autodiff() {
+                let fresh = Tensor::from_inner(value);
+                if tensor.is_require_grad() {
+                    fresh.require_grad()
+                } else {
+                    fresh
+                }
+            } else {
+                value
+            }
+        });
     }
 }
 

@@ -19,6 +19,12 @@ pub enum Error {
     /// A checkpoint could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] iddpm_checkpoint::CheckpointError),
+    /// Data could not be read or written.
+    #[error(transparent)]
+    Data(#[from] iddpm_data::DataError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] iddpm_train::TrainError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

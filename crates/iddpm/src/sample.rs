@@ -46,23 +46,7 @@ pub struct Samples {
     pub w: usize,
 }
 
-/// Converts model-space images `[N, 3, H, W]` in [−1, 1] to uint8 NHWC exactly as the reference:
-/// truncation of `clamp((x + 1) · 127.5, 0, 255)`.
-pub fn to_uint8_nhwc(values: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n * h * w * c];
-    for b in 0..n {
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    let v = values[((b * c + ch) * h + y) * w + x];
-                    out[((b * h + y) * w + x) * c + ch] =
-                        ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
-    }
-    out
-}
+pub use iddpm_data::pictures::to_uint8_nhwc;
 
 /// Draws `opts.num_samples` images, calling `progress(steps_done)` after every denoising step.
 pub fn sample_images(

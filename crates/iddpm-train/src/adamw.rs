@@ -1,0 +1,117 @@
+//! AdamW with PyTorch's arithmetic (decoupled weight decay, bias correction, eps 1e-8), its
+//! state kept by parameter name so that it saves to and loads from safetensors.
+
+use std::collections::HashMap;
+
+use burn::tensor::Tensor;
+use iddpm_checkpoint::StateDict;
+
+/// AdamW hyper-parameters and moment estimates.
+pub struct AdamW {
+    /// β₁.
+    pub beta1: f64,
+    /// β₂.
+    pub beta2: f64,
+    /// ε (PyTorch's default 1e-8, which the reference uses).
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Number of steps taken.
+    pub step: u64,
+    moments: HashMap<String, (Tensor<1>, Tensor<1>)>,
+}
+
+impl AdamW {
+    /// The reference's optimizer: β = (0.9, 0.999), ε = 1e-8.
+    pub fn new(weight_decay: f64) -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            step: 0,
+            moments: HashMap::new(),
+        }
+    }
+
+    /// Begins a step: increments the step counter. Call [`update`](Self::update) for each
+    /// parameter afterwards.
+    pub fn begin_step(&mut self) {
+        self.step += 1;
+    }
+
+    /// The new value of parameter `name` (flattened) given its gradient, at learning rate `lr`.
+    pub fn update(&mut self, name: &str, param: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
+        let (m, v) = self
+            .moments
+            .remove(name)
+            .unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
+        let param = param.mul_scalar((1.0 - lr * self.weight_decay) as f32);
+        let m = m.clone() + (grad.clone() - m).mul_scalar((1.0 - self.beta1) as f32);
+        let v = v.mul_scalar(self.beta2 as f32)
+            + (grad.clone() * grad).mul_scalar((1.0 - self.beta2) as f32);
+        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
+        let step_size = lr / bc1;
+        let denom = v
+            .clone()
+            .sqrt()
+            .div_scalar(bc2.sqrt() as f32)
+            .add_scalar(self.eps as f32);
+        let new = param - (m.clone() / denom).mul_scalar(step_size as f32);
+        self.moments.insert(name.to_string(), (m, v));
+        new
+    }
+
+    /// The moments as a state dict (`<param>.exp_avg`, `<param>.exp_avg_sq`), with their shapes
+    /// taken from `shapes` (name → PyTorch shape).
+    pub fn state_dict(&self, shapes: &[(String, Vec<usize>)]) -> StateDict {
+        let mut dict = StateDict::new();
+        for (name, shape) in shapes {
+            if let Some((m, v)) = self.moments.get(name) {
+                dict.insert(format!("{name}.exp_avg"), shape.clone(), to_vec(m));
+                dict.insert(format!("{name}.exp_avg_sq"), shape.clone(), to_vec(v));
+            }
+        }
+        dict
+    }
+
+    /// Restores moments saved by [`state_dict`](Self::state_dict); returns the names of
+    /// parameters without saved moments.
+    pub fn load_state_dict(
+        &mut self,
+        dict: &StateDict,
+        names: &[(String, Vec<usize>)],
+        device: &burn::tensor::Device,
+        step: u64,
+    ) -> Vec<String> {
+        let mut missing = Vec::new();
+        self.moments.clear();
+        for (name, _) in names {
+            match (
+                dict.get(&format!("{name}.exp_avg")),
+                dict.get(&format!("{name}.exp_avg_sq")),
+            ) {
+                (Some(m), Some(v)) => {
+                    let t = |e: &iddpm_checkpoint::TensorEntry| {
+                        Tensor::<1>::from_data(
+                            burn::tensor::TensorData::new(e.values.clone(), [e.values.len()]),
+                            device,
+                        )
+                    };
+                    self.moments.insert(name.clone(), (t(m), t(v)));
+                }
+                _ => missing.push(name.clone()),
+            }
+        }
+        self.step = step;
+        missing
+    }
+}
+
+pub(crate) fn to_vec(t: &Tensor<1>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor")
+}

@@ -1,0 +1,19 @@
+//! Training Improved DDPM models, as the reference's `TrainLoop`: AdamW (eps 1e-8), several
+//! EMAs, microbatches with gradient accumulation, uniform or loss-second-moment timestep
+//! sampling, linear learning-rate annealing, logs, loss curves, preview grids, and
+//! checkpoints that resume exactly.
+
+pub mod adamw;
+pub mod ema;
+pub mod error;
+pub mod logger;
+pub mod plot;
+pub mod trainer;
+
+pub use adamw::AdamW;
+pub use ema::Ema;
+pub use error::{Result, TrainError};
+pub use logger::Logger;
+pub use trainer::{
+    SamplerKind, StepReport, TrainOptions, Trainer, for_each_param, parse_resume_step,
+};

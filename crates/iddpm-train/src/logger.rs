@@ -1,0 +1,132 @@
+//! Key-value logs: averaged over each log interval, printed as a table and appended to
+//! `log.txt` and `progress.csv` (the reference logger's outputs).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainError};
+
+/// Accumulates means of named values and writes them out on [`dump`](Logger::dump).
+pub struct Logger {
+    dir: PathBuf,
+    sums: BTreeMap<String, (f64, u64)>,
+    csv_keys: Vec<String>,
+    rows: Vec<BTreeMap<String, f64>>,
+    quiet: bool,
+}
+
+impl Logger {
+    /// A logger writing into `dir` (created if needed).
+    pub fn new(dir: &Path, quiet: bool) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            sums: BTreeMap::new(),
+            csv_keys: Vec::new(),
+            rows: Vec::new(),
+            quiet,
+        })
+    }
+
+    /// Adds a value to the running mean of `key`.
+    pub fn log_mean(&mut self, key: &str, value: f64) {
+        let e = self.sums.entry(key.to_string()).or_insert((0.0, 0));
+        e.0 += value;
+        e.1 += 1;
+    }
+
+    /// Sets `key` to `value` (replacing any mean).
+    pub fn log(&mut self, key: &str, value: f64) {
+        self.sums.insert(key.to_string(), (value, 1));
+    }
+
+    /// The mean of every key since the last dump.
+    pub fn means(&self) -> BTreeMap<String, f64> {
+        self.sums
+            .iter()
+            .map(|(k, (s, n))| (k.clone(), s / *n as f64))
+            .collect()
+    }
+
+    /// Writes the current means (table on stdout, `log.txt`, `progress.csv`) and resets them.
+    pub fn dump(&mut self) -> Result<BTreeMap<String, f64>> {
+        let means = self.means();
+        self.sums.clear();
+        if means.is_empty() {
+            return Ok(means);
+        }
+        let width = means.keys().map(|k| k.len()).max().unwrap_or(0);
+        let mut table = String::new();
+        let line = "-".repeat(width + 17);
+        table.push_str(&line);
+        table.push('\n');
+        for (k, v) in &means {
+            table.push_str(&format!("| {k:<width$} | {v:<11.4e} |\n"));
+        }
+        table.push_str(&line);
+        table.push('\n');
+        if !self.quiet {
+            print!("{table}");
+        }
+        let log_path = self.dir.join("log.txt");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| TrainError::io(&log_path, e))?;
+        f.write_all(table.as_bytes())
+            .map_err(|e| TrainError::io(&log_path, e))?;
+        self.rows.push(means.clone());
+        self.write_csv()?;
+        Ok(means)
+    }
+
+    fn write_csv(&mut self) -> Result<()> {
+        let path = self.dir.join("progress.csv");
+        let new_keys: Vec<String> = self
+            .rows
+            .last()
+            .map(|r| {
+                r.keys()
+                    .filter(|k| !self.csv_keys.contains(k))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if new_keys.is_empty() && path.exists() {
+            let row = self.rows.last().unwrap();
+            let line: Vec<String> = self
+                .csv_keys
+                .iter()
+                .map(|k| row.get(k).map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| TrainError::io(&path, e))?;
+            writeln!(f, "{}", line.join(",")).map_err(|e| TrainError::io(&path, e))?;
+            return Ok(());
+        }
+        // New columns: rewrite the whole file with the wider header, as the reference does.
+        self.csv_keys.extend(new_keys);
+        let mut text = self.csv_keys.join(",");
+        text.push('\n');
+        for row in &self.rows {
+            let line: Vec<String> = self
+                .csv_keys
+                .iter()
+                .map(|k| row.get(k).map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            text.push_str(&line.join(","));
+            text.push('\n');
+        }
+        iddpm_checkpoint::write_atomic(&path, text.as_bytes())
+            .map_err(|e| TrainError::Other(e.to_string()))
+    }
+
+    /// Every dumped row so far.
+    pub fn rows(&self) -> &[BTreeMap<String, f64>] {
+        &self.rows
+    }
+}

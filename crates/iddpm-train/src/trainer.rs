@@ -1,0 +1,712 @@
+//! The training loop (the reference's `TrainLoop`): batches, microbatches, importance
+//! sampling, AdamW, EMAs, logs, previews and resumable checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use iddpm_checkpoint::{StateDict, load_state_dict, write_safetensors};
+use iddpm_data::pictures::{save_grid, to_uint8_nhwc};
+use iddpm_data::{BatchLoader, Dataset, LoaderState};
+use iddpm_diffusion::{
+    Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, NoiseSource,
+    PredictOptions, Sampler, ScheduleSampler, SeededNoise, UniformSampler,
+};
+use iddpm_nn::{
+    ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, apply_state_dict, param_names,
+    state_dict_of,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::adamw::{AdamW, to_vec};
+use crate::ema::{Ema, format_rate};
+use crate::error::{Result, TrainError};
+use crate::logger::Logger;
+use crate::plot::save_loss_curve;
+
+/// How training timesteps are drawn (`--schedule_sampler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Uniformly.
+    Uniform,
+    /// Importance sampling by the second moment of recent losses (for L_vlb).
+    LossSecondMoment,
+}
+
+impl FromStr for SamplerKind {
+    type Err = TrainError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uniform" => Ok(Self::Uniform),
+            "loss-second-moment" => Ok(Self::LossSecondMoment),
+            other => Err(TrainError::Config(format!(
+                "--schedule_sampler {other:?}: expected uniform or loss-second-moment"
+            ))),
+        }
+    }
+}
+
+/// The training flags of the reference (`image_train.py`) plus iddpm's own.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Learning rate.
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Decay the learning rate linearly to 0 over this many steps, then stop (0: constant).
+    pub lr_anneal_steps: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Images per forward/backward (0: the whole batch); gradients are accumulated so the
+    /// update equals the full batch's.
+    pub microbatch: usize,
+    /// EMA rates.
+    pub ema_rates: Vec<f64>,
+    /// Steps between log dumps.
+    pub log_interval: u64,
+    /// Steps between checkpoints.
+    pub save_interval: u64,
+    /// Stop after this many steps in total (resumed steps included).
+    pub max_steps: Option<u64>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Timestep sampler.
+    pub schedule_sampler: SamplerKind,
+    /// Where logs, checkpoints and pictures go.
+    pub log_dir: PathBuf,
+    /// Images in the preview grid written at each save (0: none).
+    pub preview_samples: usize,
+    /// DDIM steps of the preview.
+    pub preview_steps: usize,
+    /// Super-resolution: the side of the low-resolution input.
+    pub small_size: Option<usize>,
+    /// Do not print the log table.
+    pub quiet: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            weight_decay: 0.0,
+            lr_anneal_steps: 0,
+            batch_size: 1,
+            microbatch: 0,
+            ema_rates: vec![0.9999],
+            log_interval: 10,
+            save_interval: 10000,
+            max_steps: None,
+            seed: 0,
+            schedule_sampler: SamplerKind::Uniform,
+            log_dir: PathBuf::from("runs"),
+            preview_samples: 16,
+            preview_steps: 25,
+            small_size: None,
+            quiet: false,
+        }
+    }
+}
+
+enum TimestepSampler {
+    Uniform(UniformSampler),
+    LossSecondMoment(LossSecondMomentResampler),
+}
+
+impl TimestepSampler {
+    fn get(&self) -> &dyn ScheduleSampler {
+        match self {
+            Self::Uniform(s) => s,
+            Self::LossSecondMoment(s) => s,
+        }
+    }
+}
+
+/// Calls `f(index, name, slot)` for every parameter in order.
+pub fn for_each_param<M: VisitParams + ?Sized>(
+    model: &mut M,
+    f: impl FnMut(usize, &str, &mut dyn ParamSlot),
+) {
+    struct V<F>(F, usize);
+    impl<F: FnMut(usize, &str, &mut dyn ParamSlot)> ParamVisitor for V<F> {
+        fn visit(&mut self, name: &str, _shape: &[usize], p: &mut dyn ParamSlot) {
+            (self.0)(self.1, name, p);
+            self.1 += 1;
+        }
+    }
+    model.visit_params("", &mut V(f, 0));
+}
+
+/// What one step measured.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Steps completed so far.
+    pub step: u64,
+    /// Mean (unweighted) loss of the batch.
+    pub loss: f64,
+    /// Global gradient norm.
+    pub grad_norm: f64,
+}
+
+/// A training run in progress.
+pub struct Trainer<'d> {
+    model: UNetModel,
+    unet_config: UNetConfig,
+    diffusion: GaussianDiffusion,
+    diffusion_config: DiffusionConfig,
+    opts: TrainOptions,
+    opt: AdamW,
+    emas: Vec<Ema>,
+    sampler: TimestepSampler,
+    ts_rng: ChaCha8Rng,
+    noise: SeededNoise,
+    loader: BatchLoader<'d>,
+    step: u64,
+    device: Device,
+    train_device: Device,
+    logger: Logger,
+    loss_points: Vec<(f64, f64)>,
+    preview_model: Option<UNetModel>,
+    names: Vec<(String, Vec<usize>)>,
+    resolution: usize,
+}
+
+fn rng_at(seed: u64, word_pos: u128) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_word_pos(word_pos);
+    rng
+}
+
+impl<'d> Trainer<'d> {
+    /// Sets up a run on `device` (the autodiff device is derived from it). Everything that
+    /// can be checked before spending compute is checked here.
+    pub fn new(
+        unet_config: UNetConfig,
+        diffusion_config: DiffusionConfig,
+        data: &'d dyn Dataset,
+        opts: TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        if opts.batch_size == 0 {
+            return Err(TrainError::Config("--batch_size must be at least 1".into()));
+        }
+        if opts.microbatch > opts.batch_size {
+            return Err(TrainError::Config(format!(
+                "--microbatch {} is larger than --batch_size {}",
+                opts.microbatch, opts.batch_size
+            )));
+        }
+        if opts.log_interval == 0 || opts.save_interval == 0 {
+            return Err(TrainError::Config(
+                "--log_interval and --save_interval must be at least 1".into(),
+            ));
+        }
+        if let Some(rate) = opts.ema_rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
+            return Err(TrainError::Config(format!(
+                "--ema_rate {rate} is not in [0, 1)"
+            )));
+        }
+        if opts.lr.is_nan() || opts.lr <= 0.0 {
+            return Err(TrainError::Config(format!(
+                "--lr {} must be positive",
+                opts.lr
+            )));
+        }
+        let resolution = data.resolution();
+        if let Some(small) = opts.small_size
+            && (small == 0 || !resolution.is_multiple_of(small))
+        {
+            return Err(TrainError::Config(format!(
+                "--small_size {small} must divide --large_size {resolution}"
+            )));
+        }
+        let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
+        if unet_config.in_channels != expect_in {
+            return Err(TrainError::Config(
+                "super-resolution training needs the super-resolution network".into(),
+            ));
+        }
+        unet_config.check_image_size(resolution)?;
+        if data.len() < opts.batch_size {
+            return Err(TrainError::Config(format!(
+                "the dataset has {} images, fewer than --batch_size {}",
+                data.len(),
+                opts.batch_size
+            )));
+        }
+        let diffusion = diffusion_config.build_with_respacing("")?;
+        let train_device = device.clone().autodiff();
+        let mut model = UNetModel::new(&unet_config, &train_device);
+        let names = param_names(&mut model);
+        let mut flats = Vec::new();
+        for_each_param(&mut model, |_, name, p| {
+            flats.push((name.to_string(), p.flat()))
+        });
+        let emas = opts
+            .ema_rates
+            .iter()
+            .map(|&r| Ema::new(r, flats.clone()))
+            .collect();
+        let sampler = match opts.schedule_sampler {
+            SamplerKind::Uniform => {
+                TimestepSampler::Uniform(UniformSampler::new(diffusion.num_timesteps()))
+            }
+            SamplerKind::LossSecondMoment => TimestepSampler::LossSecondMoment(
+                LossSecondMomentResampler::new(diffusion.num_timesteps()),
+            ),
+        };
+        let logger = Logger::new(&opts.log_dir, opts.quiet)?;
+        let loader = BatchLoader::new(data, opts.batch_size, opts.seed)?;
+        Ok(Self {
+            model,
+            unet_config,
+            diffusion,
+            diffusion_config,
+            opt: AdamW::new(opts.weight_decay),
+            emas,
+            sampler,
+            ts_rng: ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(1)),
+            noise: SeededNoise::new(opts.seed.wrapping_add(2)),
+            loader,
+            step: 0,
+            device: device.clone(),
+            train_device,
+            logger,
+            loss_points: Vec::new(),
+            preview_model: None,
+            names,
+            resolution,
+            opts,
+        })
+    }
+
+    /// Steps completed.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The model being trained (on the autodiff device).
+    pub fn model_mut(&mut self) -> &mut UNetModel {
+        &mut self.model
+    }
+
+    /// The EMAs.
+    pub fn emas(&self) -> &[Ema] {
+        &self.emas
+    }
+
+    /// Whether the run has reached `--max_steps` or the end of `--lr_anneal_steps`.
+    pub fn finished(&self) -> bool {
+        self.opts.max_steps.is_some_and(|m| self.step >= m)
+            || (self.opts.lr_anneal_steps > 0 && self.step >= self.opts.lr_anneal_steps)
+    }
+
+    /// The learning rate of the next step (linear annealing).
+    pub fn current_lr(&self) -> f64 {
+        if self.opts.lr_anneal_steps == 0 {
+            self.opts.lr
+        } else {
+            self.opts.lr * (1.0 - self.step as f64 / self.opts.lr_anneal_steps as f64)
+        }
+    }
+
+    fn low_res(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+        let small = self.opts.small_size?;
+        let k = x.dims()[2] / small;
+        Some(avg_pool2d(x.clone(), AvgPoolOptions::new([k, k])))
+    }
+
+    /// One optimizer step on the next batch.
+    pub fn run_step(&mut self) -> Result<StepReport> {
+        let batch = self.loader.next_batch()?;
+        let (b, r) = (batch.size, batch.resolution);
+        let chw = 3 * r * r;
+        let micro = if self.opts.microbatch == 0 {
+            b
+        } else {
+            self.opts.microbatch
+        };
+        let mut acc: Vec<Option<Tensor<1>>> = Vec::new();
+        let mut loss_sum = 0.0;
+        let t_total = self.diffusion.num_timesteps();
+        let mut start = 0;
+        while start < b {
+            let m = micro.min(b - start);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(
+                    batch.images[start * chw..(start + m) * chw].to_vec(),
+                    [m, 3, r, r],
+                ),
+                &self.train_device,
+            );
+            let (t, weights) = self.sampler.get().sample(m, &mut self.ts_rng);
+            let noise = self.noise.sample([m, 3, r, r], &self.train_device)?;
+            let mut cond = Conditioning::none();
+            if let Some(labels) = &batch.labels
+                && self.unet_config.num_classes.is_some()
+            {
+                cond.labels = Some(Tensor::<1, Int>::from_data(
+                    TensorData::new(labels[start..start + m].to_vec(), [m]),
+                    &self.train_device,
+                ));
+            }
+            cond.low_res = self.low_res(&x);
+            let losses = self
+                .diffusion
+                .training_losses(&self.model, x, &t, noise, &cond)?;
+            let per_sample: Vec<f64> = to_vec(&losses.loss.clone().inner())
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            if let TimestepSampler::LossSecondMoment(s) = &mut self.sampler {
+                s.update_with_all_losses(&t, &per_sample);
+            }
+            let mut log_terms = vec![("loss", per_sample.clone())];
+            if let Some(mse) = &losses.mse {
+                log_terms.push((
+                    "mse",
+                    to_vec(&mse.clone().inner())
+                        .into_iter()
+                        .map(f64::from)
+                        .collect(),
+                ));
+            }
+            if let Some(vb) = &losses.vb {
+                log_terms.push((
+                    "vb",
+                    to_vec(&vb.clone().inner())
+                        .into_iter()
+                        .map(f64::from)
+                        .collect(),
+                ));
+            }
+            for (key, values) in log_terms {
+                self.logger
+                    .log_mean(key, values.iter().sum::<f64>() / values.len() as f64);
+                for (&ti, &v) in t.iter().zip(&values) {
+                    let quartile = 4 * ti / t_total;
+                    self.logger.log_mean(&format!("{key}_q{quartile}"), v);
+                }
+            }
+            loss_sum += per_sample.iter().sum::<f64>();
+            let w = Tensor::<1>::from_data(TensorData::new(weights, [m]), &self.train_device);
+            // Scaled so that the accumulated gradient is the full batch's mean.
+            let loss = (losses.loss * w).mean().mul_scalar(m as f32 / b as f32);
+            let grads = loss.backward();
+            if acc.is_empty() {
+                for_each_param(&mut self.model, |_, _, _| acc.push(None));
+            }
+            for_each_param(&mut self.model, |i, _, p| {
+                if let Some(g) = p.grad_flat(&grads) {
+                    acc[i] = Some(match acc[i].take() {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            });
+            start += m;
+        }
+        let lr = self.current_lr();
+        let mut sq = Vec::new();
+        for g in acc.iter().flatten() {
+            sq.push((g.clone() * g.clone()).sum());
+        }
+        let grad_norm = if sq.is_empty() {
+            0.0
+        } else {
+            let total: f32 = Tensor::cat(sq, 0).sum().into_scalar();
+            (total as f64).sqrt()
+        };
+        self.opt.begin_step();
+        let opt = &mut self.opt;
+        let mut new_flats = Vec::with_capacity(acc.len());
+        for_each_param(&mut self.model, |i, name, p| {
+            let current = p.flat();
+            let updated = match acc[i].take() {
+                Some(g) => opt.update(name, current, g, lr),
+                None => current,
+            };
+            p.set_flat(updated.clone());
+            new_flats.push(updated);
+        });
+        for ema in &mut self.emas {
+            ema.update(&new_flats);
+        }
+        self.step += 1;
+        let loss = loss_sum / b as f64;
+        self.loss_points.push((self.step as f64, loss));
+        self.logger.log_mean("grad_norm", grad_norm);
+        self.logger.log("step", self.step as f64);
+        self.logger.log("samples", (self.step * b as u64) as f64);
+        self.logger.log("lr", lr);
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            grad_norm,
+        })
+    }
+
+    /// Writes the averaged logs of the last interval.
+    pub fn dump_logs(&mut self) -> Result<()> {
+        self.logger.dump()?;
+        Ok(())
+    }
+
+    /// Saves `opt`, EMA and model checkpoints for the current step (model last, so that a
+    /// model file implies its companions), then the loss curve and a preview grid.
+    pub fn save(&mut self) -> Result<PathBuf> {
+        let dir = self.opts.log_dir.clone();
+        let s = self.step;
+        let mut opt_dict = self.opt.state_dict(&self.names);
+        if let TimestepSampler::LossSecondMoment(r) = &self.sampler {
+            let t = r.loss_history().len();
+            let h = r.loss_history().first().map_or(0, Vec::len);
+            let hist: Vec<f32> = r
+                .loss_history()
+                .iter()
+                .flatten()
+                .map(|&v| v as f32)
+                .collect();
+            opt_dict.insert("__resampler__.loss_history", vec![t, h], hist);
+            opt_dict.insert(
+                "__resampler__.loss_counts",
+                vec![t],
+                r.loss_counts().iter().map(|&c| c as f32).collect(),
+            );
+        }
+        let ls = self.loader.state();
+        let meta = [
+            ("step", s.to_string()),
+            ("opt_step", self.opt.step.to_string()),
+            ("seed", self.opts.seed.to_string()),
+            ("ts_rng_word_pos", self.ts_rng.get_word_pos().to_string()),
+            (
+                "noise_rng_word_pos",
+                self.noise.rng_mut().get_word_pos().to_string(),
+            ),
+            ("loader_seed", ls.seed.to_string()),
+            ("loader_epoch", ls.epoch.to_string()),
+            ("loader_position", ls.position.to_string()),
+        ];
+        let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        write_safetensors(
+            &dir.join(format!("opt{s:06}.safetensors")),
+            &opt_dict,
+            &meta_refs,
+        )?;
+        for ema in &self.emas {
+            let mut dict = StateDict::new();
+            for ((name, flat), (_, shape)) in ema.params.iter().zip(&self.names) {
+                dict.insert(name.clone(), shape.clone(), to_vec(flat));
+            }
+            let path = dir.join(format!("ema_{}_{s:06}.safetensors", ema.rate_label()));
+            write_safetensors(&path, &dict, &[("format", "pt"), ("producer", "iddpm")])?;
+        }
+        let model_path = dir.join(format!("model{s:06}.safetensors"));
+        write_safetensors(
+            &model_path,
+            &state_dict_of(&mut self.model),
+            &[("format", "pt"), ("producer", "iddpm")],
+        )?;
+        save_loss_curve(&dir.join("loss_curve.png"), &self.loss_points)?;
+        if self.opts.preview_samples > 0 {
+            self.preview(&dir.join(format!("samples_{s:06}.png")))?;
+        }
+        Ok(model_path)
+    }
+
+    /// A network on the plain device holding the first EMA's weights (or the model's).
+    pub fn inference_model(&mut self) -> Result<&UNetModel> {
+        if self.preview_model.is_none() {
+            self.preview_model = Some(UNetModel::new(&self.unet_config, &self.device));
+        }
+        let flats: Vec<Tensor<1>> = match self.emas.first() {
+            Some(ema) => ema.params.iter().map(|(_, t)| t.clone()).collect(),
+            None => {
+                let mut v = Vec::new();
+                for_each_param(&mut self.model, |_, _, p| v.push(p.flat()));
+                v
+            }
+        };
+        let model = self.preview_model.as_mut().expect("created above");
+        for_each_param(model, |i, _, p| p.set_flat(flats[i].clone()));
+        Ok(self.preview_model.as_ref().expect("created above"))
+    }
+
+    fn preview(&mut self, path: &Path) -> Result<()> {
+        let n = self.opts.preview_samples;
+        let r = self.resolution;
+        let steps = self
+            .opts
+            .preview_steps
+            .min(self.diffusion_config.diffusion_steps)
+            .max(1);
+        let diffusion = self
+            .diffusion_config
+            .build_with_respacing(&steps.to_string())?;
+        let device = self.device.clone();
+        let class_cond = self.unet_config.num_classes.is_some();
+        if self.opts.small_size.is_some() {
+            return Ok(()); // previews of super-resolution need low-resolution inputs
+        }
+        let model = self.inference_model()?;
+        let mut noise = SeededNoise::new(12345);
+        let cond = if class_cond {
+            let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
+            Conditioning::labels(Tensor::<1, Int>::from_data(
+                TensorData::new(labels, [n]),
+                &device,
+            ))
+        } else {
+            Conditioning::none()
+        };
+        let x = diffusion.sample_loop(
+            model,
+            Sampler::Ddim { eta: 0.0 },
+            [n, 3, r, r],
+            None,
+            PredictOptions::clipped(),
+            &cond,
+            &mut noise,
+            &device,
+        )?;
+        let images = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
+        save_grid(path, &images, n, r, r)?;
+        Ok(())
+    }
+
+    /// Restores a run from `model{step}.safetensors` (or a reference `model{step}.pt`): the
+    /// weights, and when the companion files exist, the optimizer, EMAs, RNGs, data position and
+    /// timestep-sampler history. Returns the step resumed at.
+    pub fn resume(&mut self, model_path: &Path) -> Result<u64> {
+        let step = parse_resume_step(model_path);
+        let dict = load_state_dict(model_path)?;
+        apply_state_dict(&mut self.model, &dict).map_err(|mut m| {
+            m.file = Some(model_path.display().to_string());
+            TrainError::Load(iddpm_nn::LoadError::Mismatch(m))
+        })?;
+        let dir = model_path.parent().unwrap_or(Path::new("."));
+        let mut flats = Vec::new();
+        for_each_param(&mut self.model, |_, name, p| {
+            flats.push((name.to_string(), p.flat()))
+        });
+        for ema in &mut self.emas {
+            let path = dir.join(format!(
+                "ema_{}_{step:06}.safetensors",
+                format_rate(ema.rate)
+            ));
+            ema.params = if path.exists() {
+                let d = load_state_dict(&path)?;
+                let mut params = Vec::new();
+                for (name, flat) in &flats {
+                    let e = d.get(name).ok_or_else(|| {
+                        TrainError::Other(format!("{}: missing {name}", path.display()))
+                    })?;
+                    params.push((
+                        name.clone(),
+                        Tensor::from_data(
+                            TensorData::new(e.values.clone(), [e.values.len()]),
+                            &flat.device(),
+                        ),
+                    ));
+                }
+                params
+            } else {
+                flats.clone()
+            };
+        }
+        let opt_path = dir.join(format!("opt{step:06}.safetensors"));
+        if opt_path.exists() {
+            let bytes = std::fs::read(&opt_path).map_err(|e| TrainError::io(&opt_path, e))?;
+            let meta = read_metadata(&bytes, &opt_path)?;
+            let get = |k: &str| -> Result<u128> {
+                meta.iter()
+                    .find(|(mk, _)| mk == k)
+                    .and_then(|(_, v)| v.parse::<u128>().ok())
+                    .ok_or_else(|| {
+                        TrainError::Other(format!(
+                            "{}: metadata {k} is missing",
+                            opt_path.display()
+                        ))
+                    })
+            };
+            let dict = load_state_dict(&opt_path)?;
+            let device = self.device.clone();
+            let missing =
+                self.opt
+                    .load_state_dict(&dict, &self.names, &device, get("opt_step")? as u64);
+            if !missing.is_empty() {
+                return Err(TrainError::Other(format!(
+                    "{}: no optimizer state for {}",
+                    opt_path.display(),
+                    missing.join(", ")
+                )));
+            }
+            let seed = get("seed")? as u64;
+            self.ts_rng = rng_at(seed.wrapping_add(1), get("ts_rng_word_pos")?);
+            self.noise = SeededNoise::new(seed.wrapping_add(2));
+            self.noise
+                .rng_mut()
+                .set_word_pos(get("noise_rng_word_pos")?);
+            let state = LoaderState {
+                seed: get("loader_seed")? as u64,
+                epoch: get("loader_epoch")? as u64,
+                position: get("loader_position")? as u64,
+            };
+            self.loader = BatchLoader::resume(self.loader.data(), self.opts.batch_size, state)?;
+            if let (TimestepSampler::LossSecondMoment(r), Some(h), Some(c)) = (
+                &mut self.sampler,
+                dict.get("__resampler__.loss_history"),
+                dict.get("__resampler__.loss_counts"),
+            ) {
+                let width = h.shape.get(1).copied().unwrap_or(0);
+                let hist: Vec<Vec<f64>> = h
+                    .values
+                    .chunks(width.max(1))
+                    .map(|row| row.iter().map(|&v| v as f64).collect())
+                    .collect();
+                let counts: Vec<usize> = c.values.iter().map(|&v| v as usize).collect();
+                if !r.restore(hist, counts) {
+                    return Err(TrainError::Other(format!(
+                        "{}: the loss history does not fit this diffusion",
+                        opt_path.display()
+                    )));
+                }
+            }
+        }
+        self.step = step;
+        Ok(step)
+    }
+}
+
+/// The step encoded in a checkpoint name (`.../model001000.safetensors` → 1000), as the
+/// reference's `parse_resume_step_from_filename`; 0 when there is none.
+pub fn parse_resume_step(path: &Path) -> u64 {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let Some(rest) = name.rsplit("model").next() else {
+        return 0;
+    };
+    rest.split('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_metadata(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
+    Ok(meta
+        .metadata()
+        .clone()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default())
+}
+
+fn to_vec_4(t: Tensor<4>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor")
+}
