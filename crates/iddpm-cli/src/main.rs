@@ -21,8 +21,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model (the reference's image_train.py).
+    Train(Box<commands::train::TrainArgs>),
+    /// Train a super-resolution model (--large_size, --small_size).
+    #[command(name = "super_res_train", alias = "super-res-train")]
+    SuperResTrain(Box<commands::train::TrainArgs>),
     /// Draw samples from a model (the reference's image_sample.py).
     Sample(Box<commands::sample::SampleArgs>),
+    /// Bits/dim of a dataset under a model (the reference's image_nll.py).
+    Nll(Box<commands::nll::NllArgs>),
+    /// Convert MNIST, Fashion-MNIST or CIFAR-10 files into an image folder.
+    Data(commands::data::DataArgs),
+    /// Turn a samples .npz into PNG files or a grid.
+    Npz2png(commands::data::Npz2PngArgs),
     /// Print the timesteps and noise levels of a (respaced) diffusion.
     Schedule(commands::schedule::ScheduleArgs),
 }
@@ -30,7 +41,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Train(args) => commands::train::run(args, false),
+        Command::SuperResTrain(args) => commands::train::run(args, true),
         Command::Sample(args) => commands::sample::run(args),
+        Command::Nll(args) => commands::nll::run(args),
+        Command::Data(args) => commands::data::run(args),
+        Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),
     };
     match result {

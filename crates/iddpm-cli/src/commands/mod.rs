@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod data;
+pub mod nll;
 pub mod sample;
 pub mod schedule;
+pub mod train;
 
 use std::path::Path;
 

@@ -1,0 +1,125 @@
+//! `iddpm data`: dataset files to image folders, and `iddpm npz2png`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use iddpm::data::convert::{cifar10_to_folder, idx_to_folder};
+use iddpm::io::{NpyData, read_npz_array, save_grid};
+
+/// Which dataset.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// Fashion-MNIST IDX files.
+    FashionMnist,
+    /// MNIST IDX files.
+    Mnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+}
+
+/// Arguments of `iddpm data`.
+#[derive(Args)]
+pub struct DataArgs {
+    /// The dataset kind.
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// IDX image file (its labels file is found beside it) or a CIFAR-10 batch file/folder.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Labels file for IDX images (default: the images path with "images-idx3" → "labels-idx1").
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Output folder of PNGs.
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// Writes the PNG folder.
+pub fn run(args: &DataArgs) -> Result<(), String> {
+    let n = match args.kind {
+        Kind::Cifar10 => cifar10_to_folder(&args.input, &args.output),
+        Kind::Mnist | Kind::FashionMnist => {
+            let labels = match &args.labels {
+                Some(l) => l.clone(),
+                None => PathBuf::from(
+                    args.input
+                        .to_string_lossy()
+                        .replace("images-idx3", "labels-idx1"),
+                ),
+            };
+            idx_to_folder(
+                &args.input,
+                &labels,
+                &args.output,
+                matches!(args.kind, Kind::FashionMnist),
+            )
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    println!("wrote {n} images to {}", args.output.display());
+    Ok(())
+}
+
+/// Arguments of `iddpm npz2png`.
+#[derive(Args)]
+pub struct Npz2PngArgs {
+    /// A samples .npz (arr_0: uint8 [N, H, W, 3]).
+    pub npz: PathBuf,
+    /// Output folder for one PNG per image.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Output PNG grid of (up to --max_images) images.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+    /// At most this many images.
+    #[arg(long = "max_images", alias = "max-images", default_value_t = usize::MAX)]
+    pub max_images: usize,
+}
+
+/// Converts a samples archive to PNG files and/or a grid.
+pub fn npz2png(args: &Npz2PngArgs) -> Result<(), String> {
+    let arr = read_npz_array(&args.npz, "arr_0").map_err(|e| e.to_string())?;
+    let NpyData::U8(pixels) = &arr.data else {
+        return Err(format!(
+            "{}: arr_0 is {}, expected uint8 images",
+            args.npz.display(),
+            arr.descr()
+        ));
+    };
+    let [n, h, w, c] = arr.shape[..] else {
+        return Err(format!(
+            "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
+            args.npz.display(),
+            arr.shape
+        ));
+    };
+    if c != 3 {
+        return Err(format!(
+            "{}: arr_0 has {c} channels, expected 3",
+            args.npz.display()
+        ));
+    }
+    let n = n.min(args.max_images);
+    if args.output_dir.is_none() && args.grid.is_none() {
+        return Err("give --output_dir, --grid, or both".into());
+    }
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for i in 0..n {
+            let img = image::RgbImage::from_raw(
+                w as u32,
+                h as u32,
+                pixels[i * h * w * 3..(i + 1) * h * w * 3].to_vec(),
+            )
+            .ok_or("bad image size")?;
+            iddpm::io::write_png(&dir.join(format!("{i:06}.png")), &img)
+                .map_err(|e| e.to_string())?;
+        }
+        println!("wrote {n} PNGs to {}", dir.display());
+    }
+    if let Some(grid) = &args.grid {
+        save_grid(grid, &pixels[..n * h * w * 3], n, h, w).map_err(|e| e.to_string())?;
+        println!("wrote {}", grid.display());
+    }
+    Ok(())
+}

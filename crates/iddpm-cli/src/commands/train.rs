@@ -1,0 +1,333 @@
+//! `iddpm train` and `iddpm super_res_train`: the reference's `image_train.py` and
+//! `super_res_train.py`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use clap::{ArgAction, Args};
+use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
+use iddpm::nll::evaluate_nll;
+use iddpm::train::{SamplerKind, TrainOptions, Trainer};
+use iddpm::{parse_device, progress};
+
+use crate::commands::ensure_writable_dir;
+use crate::flags::{ModelArgs, parse_bool};
+
+/// Arguments of `iddpm train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Folder of training images (default: the embedded Fashion-MNIST split, 32x32).
+    #[arg(long = "data_dir", alias = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Learning rate.
+    #[arg(long = "lr", default_value_t = 1e-4)]
+    pub lr: f64,
+    /// AdamW weight decay.
+    #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Anneal the learning rate linearly to 0 over this many steps, then stop (0: never).
+    #[arg(
+        long = "lr_anneal_steps",
+        alias = "lr-anneal-steps",
+        default_value_t = 0
+    )]
+    pub lr_anneal_steps: u64,
+    /// Images per step.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
+    pub batch_size: usize,
+    /// Images per forward/backward pass (-1: the whole batch).
+    #[arg(long = "microbatch", default_value_t = -1, allow_negative_numbers = true)]
+    pub microbatch: i64,
+    /// EMA rates, comma-separated.
+    #[arg(long = "ema_rate", alias = "ema-rate", default_value = "0.9999")]
+    pub ema_rate: String,
+    /// Steps between log dumps.
+    #[arg(long = "log_interval", alias = "log-interval", default_value_t = 10)]
+    pub log_interval: u64,
+    /// Steps between checkpoints.
+    #[arg(
+        long = "save_interval",
+        alias = "save-interval",
+        default_value_t = 10000
+    )]
+    pub save_interval: u64,
+    /// Resume from model{step}.safetensors (or a reference model{step}.pt).
+    #[arg(
+        long = "resume_checkpoint",
+        alias = "resume-checkpoint",
+        default_value = ""
+    )]
+    pub resume_checkpoint: String,
+    /// Mixed precision (CUDA only).
+    #[arg(long = "use_fp16", alias = "use-fp16", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_fp16: bool,
+    /// Loss-scale growth of fp16 training (accepted for compatibility).
+    #[arg(
+        long = "fp16_scale_growth",
+        alias = "fp16-scale-growth",
+        default_value_t = 1e-3
+    )]
+    pub fp16_scale_growth: f64,
+    /// Timestep sampler: uniform or loss-second-moment.
+    #[arg(
+        long = "schedule_sampler",
+        alias = "schedule-sampler",
+        default_value = "uniform"
+    )]
+    pub schedule_sampler: String,
+    /// Stop after this many steps in total.
+    #[arg(long = "max_steps", alias = "max-steps")]
+    pub max_steps: Option<u64>,
+    /// Seed of all randomness.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// flex (CPU) or cuda[:N].
+    #[arg(long = "device", default_value = "flex")]
+    pub device: String,
+    /// Where logs, checkpoints and pictures go (default runs/<timestamp>).
+    #[arg(long = "log_dir", alias = "log-dir")]
+    pub log_dir: Option<PathBuf>,
+    /// Images in the preview grid written at each save (0: none).
+    #[arg(
+        long = "preview_samples",
+        alias = "preview-samples",
+        default_value_t = 16
+    )]
+    pub preview_samples: usize,
+    /// Sampling steps of the preview.
+    #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
+    pub preview_steps: usize,
+    /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
+    #[arg(long = "heldout_bpd", alias = "heldout-bpd", default_value_t = 0)]
+    pub heldout_bpd: usize,
+    /// Super-resolution: size of the high-resolution images.
+    #[arg(long = "large_size", alias = "large-size", hide = true)]
+    pub large_size: Option<usize>,
+    /// Super-resolution: size of the low-resolution input.
+    #[arg(long = "small_size", alias = "small-size", hide = true)]
+    pub small_size: Option<usize>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Held-out images of the embedded dataset.
+const HELDOUT: usize = 1000;
+
+fn default_log_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from("runs").join(format!("{secs}"))
+}
+
+/// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
+/// save a checkpoint first).
+pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
+    if args.use_fp16 && !args.device.starts_with("cuda") {
+        return Err(
+            "--use_fp16 True needs a CUDA device (--device cuda); on the CPU train in f32".into(),
+        );
+    }
+    if args.use_fp16 {
+        return Err("--use_fp16 True: mixed precision is not implemented yet; train in f32".into());
+    }
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let size = if super_res {
+        args.large_size
+            .ok_or("super_res_train needs --large_size")?
+    } else {
+        args.model.image_size
+    };
+    let small_size = if super_res {
+        Some(
+            args.small_size
+                .ok_or("super_res_train needs --small_size")?,
+        )
+    } else {
+        None
+    };
+    let spec = args.model.spec(size, super_res)?;
+    let unet = spec
+        .model
+        .unet_config(super_res)
+        .map_err(|e| e.to_string())?;
+    let ema_rates = args
+        .ema_rate
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("--ema_rate: {s:?} is not a number"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schedule_sampler: SamplerKind = args
+        .schedule_sampler
+        .parse()
+        .map_err(|e: iddpm::train::TrainError| e.to_string())?;
+    let log_dir = args.log_dir.clone().unwrap_or_else(default_log_dir);
+    ensure_writable_dir(&log_dir)?;
+    let (train_data, heldout): (Box<dyn Dataset>, Option<InMemoryDataset>) = match &args.data_dir {
+        Some(dir) => {
+            let folder =
+                ImageFolder::open(dir, size, spec.model.class_cond).map_err(|e| e.to_string())?;
+            println!("data: {} images in {}", folder.len(), dir.display());
+            (Box::new(folder), None)
+        }
+        None => {
+            if size != fashion_mnist::RESOLUTION {
+                return Err(format!(
+                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
+                ));
+            }
+            let mut all = fashion_mnist::embedded().map_err(|e| e.to_string())?;
+            let heldout = all.split_off(HELDOUT);
+            println!(
+                "data: embedded Fashion-MNIST, {} training and {} held-out images",
+                all.len(),
+                heldout.len()
+            );
+            (Box::new(all), Some(heldout))
+        }
+    };
+    let microbatch = if args.microbatch <= 0 {
+        0
+    } else {
+        args.microbatch as usize
+    };
+    let opts = TrainOptions {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        lr_anneal_steps: args.lr_anneal_steps,
+        batch_size: args.batch_size,
+        microbatch,
+        ema_rates,
+        log_interval: args.log_interval,
+        save_interval: args.save_interval,
+        max_steps: args.max_steps,
+        seed: args.seed,
+        schedule_sampler,
+        log_dir: log_dir.clone(),
+        preview_samples: args.preview_samples,
+        preview_steps: args.preview_steps,
+        small_size,
+        quiet: true,
+    };
+    let mut trainer = Trainer::new(
+        unet,
+        spec.diffusion_config(),
+        train_data.as_ref(),
+        opts,
+        &device,
+    )
+    .map_err(|e| e.to_string())?;
+    if !args.resume_checkpoint.is_empty() {
+        let step = trainer
+            .resume(std::path::Path::new(&args.resume_checkpoint))
+            .map_err(|e| e.to_string())?;
+        println!("resumed from {} at step {step}", args.resume_checkpoint);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+    }
+    let total = match (args.max_steps, args.lr_anneal_steps) {
+        (Some(m), _) => m,
+        (None, a) if a > 0 => a,
+        _ => u64::MAX,
+    };
+    let bar = progress::bar(
+        if total == u64::MAX { 0 } else { total },
+        "training",
+        "steps",
+    );
+    bar.set_position(trainer.step());
+    let started = Instant::now();
+    let first_step = trainer.step();
+    println!("logging to {}", log_dir.display());
+    let mut last_saved = None;
+    while !trainer.finished() {
+        if stop.load(Ordering::SeqCst) {
+            bar.suspend(|| {
+                eprintln!(
+                    "interrupted: saving a checkpoint at step {}",
+                    trainer.step()
+                )
+            });
+            break;
+        }
+        let report = trainer.run_step().map_err(|e| e.to_string())?;
+        bar.set_position(report.step);
+        let secs = started.elapsed().as_secs_f64();
+        let images = (report.step - first_step) as f64 * args.batch_size as f64;
+        bar.set_message(format!(
+            "loss {:.4}, {:.1} images/s",
+            report.loss,
+            images / secs.max(1e-9)
+        ));
+        if report.step % args.log_interval == 0 {
+            trainer.dump_logs().map_err(|e| e.to_string())?;
+        }
+        if report.step % args.save_interval == 0 {
+            let path = bar.suspend(|| trainer.save()).map_err(|e| e.to_string())?;
+            last_saved = Some(report.step);
+            bar.suspend(|| println!("saved {}", path.display()));
+        }
+    }
+    if last_saved != Some(trainer.step()) && trainer.step() > first_step {
+        trainer.dump_logs().map_err(|e| e.to_string())?;
+        let path = trainer.save().map_err(|e| e.to_string())?;
+        bar.suspend(|| println!("saved {}", path.display()));
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "trained {} steps in {:.1} s ({:.2} steps/s); samples and loss curve in {}",
+        trainer.step() - first_step,
+        secs,
+        (trainer.step() - first_step) as f64 / secs.max(1e-9),
+        log_dir.display()
+    );
+    if args.heldout_bpd > 0 {
+        let Some(heldout) = heldout else {
+            return Err(
+                "--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data".into(),
+            );
+        };
+        let diffusion = spec
+            .diffusion_config()
+            .build_with_respacing("")
+            .map_err(|e| e.to_string())?;
+        let n = args.heldout_bpd.min(heldout.len());
+        let model = trainer.inference_model().map_err(|e| e.to_string())?;
+        let bar = progress::bar(n as u64, "held-out bits/dim", "images");
+        let report = evaluate_nll(
+            model,
+            &diffusion,
+            &heldout,
+            n,
+            args.batch_size.clamp(1, 64),
+            true,
+            args.seed,
+            &device,
+            &mut |done, bpd| {
+                bar.set_position(done as u64);
+                bar.set_message(format!("{bpd:.4} bits/dim"));
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        bar.finish_and_clear();
+        println!(
+            "held-out NLL of the EMA model: {:.4} bits/dim over {} images",
+            report.bpd, report.num_images
+        );
+        let line = format!("heldout_bpd,{},{}\n", report.bpd, report.num_images);
+        std::fs::write(log_dir.join("heldout_bpd.csv"), line).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
