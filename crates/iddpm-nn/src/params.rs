@@ -70,7 +70,11 @@ impl<const D: usize> ParamSlot for Param<Tensor<D>> {
             let dims = tensor.dims();
             let value: Tensor<D> = value.reshape(dims);
             if tensor.is_autodiff() {
-                let fresh = Tensor::from_inner(value);
+                // A new leaf with the parameter's own gradient-checkpointing strategy.
+                let mut fresh = Tensor::from_inner(value);
+                if let Some(strategy) = tensor.gradient_checkpointing_strategy() {
+                    fresh = fresh.with_gradient_checkpointing_strategy(strategy);
+                }
                 if tensor.is_require_grad() {
                     fresh.require_grad()
                 } else {

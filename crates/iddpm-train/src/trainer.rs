@@ -237,7 +237,12 @@ impl<'d> Trainer<'d> {
             )));
         }
         let diffusion = diffusion_config.build_with_respacing("")?;
-        let train_device = device.clone().autodiff();
+        // --use_checkpoint: burn recomputes memory-bound activations in the backward pass.
+        let train_device = if unet_config.use_checkpoint {
+            device.clone().autodiff().gradient_checkpointing()
+        } else {
+            device.clone().autodiff()
+        };
         let mut model = UNetModel::new(&unet_config, &train_device);
         let names = param_names(&mut model);
         let mut flats = Vec::new();

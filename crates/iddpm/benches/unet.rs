@@ -1,0 +1,193 @@
+//! UNet speed and memory: forward pass and training step (forward, backward, AdamW) for the
+//! demo network and the CIFAR-10 released configuration, with and without gradient
+//! checkpointing, each variant measured in its own process (peak RSS is per process).
+//!
+//! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions).
+
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use iddpm::diffusion::{BetaSchedule, Conditioning, DiffusionConfig, NoiseSource, SeededNoise};
+use iddpm::nn::{ModelFlags, UNetModel};
+use iddpm::train::{AdamW, for_each_param};
+
+fn flags(name: &str, checkpoint: bool) -> ModelFlags {
+    match name {
+        "demo" => ModelFlags {
+            image_size: 32,
+            num_channels: 32,
+            num_res_blocks: 1,
+            num_heads: 2,
+            learn_sigma: true,
+            use_checkpoint: checkpoint,
+            ..ModelFlags::default()
+        },
+        "cifar10" => ModelFlags {
+            image_size: 32,
+            num_channels: 128,
+            num_res_blocks: 3,
+            num_heads: 4,
+            dropout: 0.3,
+            learn_sigma: true,
+            use_checkpoint: checkpoint,
+            ..ModelFlags::default()
+        },
+        other => panic!("unknown config {other}"),
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Runs one variant in this process and prints `ms_forward ms_train peak_mib`.
+fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
+    let device = Device::flex();
+    let config = flags(name, checkpoint).unet_config(false).unwrap();
+    let diffusion = DiffusionConfig {
+        diffusion_steps: 1000,
+        noise_schedule: BetaSchedule::Cosine,
+        learn_sigma: true,
+        ..Default::default()
+    }
+    .build()
+    .unwrap();
+    let mut noise = SeededNoise::new(0);
+    let x = noise.sample([batch, 3, 32, 32], &device).unwrap();
+    let ts: Vec<f32> = (0..batch).map(|i| (i * 997 % 1000) as f32).collect();
+    let infer = UNetModel::new(&config, &device);
+    let mut forward = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let out = infer.forward(
+            x.clone(),
+            Tensor::from_data(TensorData::new(ts.clone(), [batch]), &device),
+            None,
+        );
+        let _: Vec<f32> = out.into_data().convert::<f32>().try_into_vec().unwrap();
+        forward.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(infer);
+    let train_device = if checkpoint {
+        device.clone().autodiff().gradient_checkpointing()
+    } else {
+        device.clone().autodiff()
+    };
+    let mut model = UNetModel::new(&config, &train_device);
+    let mut opt = AdamW::new(0.0);
+    let mut train = Vec::new();
+    let t: Vec<usize> = (0..batch).map(|i| i * 997 % 1000).collect();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let xa = Tensor::from_data(x.to_data(), &train_device);
+        let eps = noise.sample([batch, 3, 32, 32], &train_device).unwrap();
+        let losses = diffusion
+            .training_losses(&model, xa, &t, eps, &Conditioning::none())
+            .unwrap();
+        let grads = losses.loss.mean().backward();
+        opt.begin_step();
+        for_each_param(&mut model, |_, name, p| {
+            if let Some(g) = p.grad_flat(&grads) {
+                let new = opt.update(name, p.flat(), g, 1e-4);
+                p.set_flat(new);
+            }
+        });
+        let mut probe = Vec::new();
+        for_each_param(&mut model, |i, _, p| {
+            if i == 0 {
+                probe = p
+                    .flat()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            }
+        });
+        train.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    // The first repetition warms caches and allocators; report the median of the rest.
+    let skip = |v: Vec<f64>| if v.len() > 1 { v[1..].to_vec() } else { v };
+    println!(
+        "{} {} {}",
+        median(skip(forward)),
+        median(skip(train)),
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--child") {
+        let name = &args[pos + 1];
+        let checkpoint = args[pos + 2] == "1";
+        let batch: usize = args[pos + 3].parse().unwrap();
+        let reps: usize = args[pos + 4].parse().unwrap();
+        child(name, checkpoint, batch, reps);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "quick");
+    let exe = std::env::current_exe().unwrap();
+    println!(
+        "{:<9} {:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",
+        "config", "batch", "ckpt", "forward ms", "train ms", "train img/s", "peak MiB"
+    );
+    for (name, reps) in [
+        ("demo", if quick { 3 } else { 6 }),
+        ("cifar10", if quick { 2 } else { 4 }),
+    ] {
+        let batch = 8;
+        let mut results = Vec::new();
+        for checkpoint in [false, true] {
+            let out = Command::new(&exe)
+                .args([
+                    "--child",
+                    name,
+                    if checkpoint { "1" } else { "0" },
+                    &batch.to_string(),
+                    &reps.to_string(),
+                ])
+                .output()
+                .expect("run the benchmark child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            if v.len() != 3 {
+                eprintln!(
+                    "{name}: child failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                continue;
+            }
+            println!(
+                "{name:<9} {batch:>5} {:>6} {:>12.1} {:>12.1} {:>12.2} {:>10.0}",
+                checkpoint,
+                v[0],
+                v[1],
+                batch as f64 * 1e3 / v[1],
+                v[2]
+            );
+            results.push(v);
+        }
+        if results.len() == 2 {
+            println!(
+                "{name}: gradient checkpointing / plain: train time x{:.2}, peak memory x{:.2}",
+                results[1][1] / results[0][1],
+                results[1][2] / results[0][2]
+            );
+        }
+    }
+}
