@@ -28,6 +28,9 @@ enum Command {
     SuperResTrain(Box<commands::train::TrainArgs>),
     /// Draw samples from a model (the reference's image_sample.py).
     Sample(Box<commands::sample::SampleArgs>),
+    /// Upsample samples with a super-resolution model (the reference's super_res_sample.py).
+    #[command(name = "super_res_sample", alias = "super-res-sample")]
+    SuperResSample(Box<commands::super_res::SuperResArgs>),
     /// Bits/dim of a dataset under a model (the reference's image_nll.py).
     Nll(Box<commands::nll::NllArgs>),
     /// Convert MNIST, Fashion-MNIST or CIFAR-10 files into an image folder.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::SuperResTrain(args) => commands::train::run(args, true),
         Command::Sample(args) => commands::sample::run(args),
         Command::Nll(args) => commands::nll::run(args),
+        Command::SuperResSample(args) => commands::super_res::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),

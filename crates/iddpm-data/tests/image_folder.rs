@@ -6,7 +6,9 @@ use iddpm_data::{BatchLoader, Dataset, ImageFolder, InMemoryDataset, fashion_mni
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("iddpm-data-tests-{}", std::process::id())).join(name);
+    let d = std::env::temp_dir()
+        .join(format!("iddpm-data-tests-{}", std::process::id()))
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -19,12 +21,21 @@ fn in_range(v: &[f32]) -> bool {
 #[test]
 fn every_colour_type_and_shape_loads_as_rgb() {
     let d = dir("kinds");
-    GrayImage::from_fn(40, 30, |x, _| Luma([(x * 6) as u8])).save(d.join("gray_0.png")).unwrap();
-    RgbaImage::from_pixel(50, 50, Rgba([255, 0, 0, 128])).save(d.join("rgba_0.png")).unwrap();
-    RgbImage::from_pixel(4, 4, Rgb([0, 255, 0])).save(d.join("tiny_0.png")).unwrap();
-    RgbImage::from_fn(100, 20, |x, _| Rgb([x as u8, 0, 0])).save(d.join("wide_0.jpg")).unwrap();
+    GrayImage::from_fn(40, 30, |x, _| Luma([(x * 6) as u8]))
+        .save(d.join("gray_0.png"))
+        .unwrap();
+    RgbaImage::from_pixel(50, 50, Rgba([255, 0, 0, 128]))
+        .save(d.join("rgba_0.png"))
+        .unwrap();
+    RgbImage::from_pixel(4, 4, Rgb([0, 255, 0]))
+        .save(d.join("tiny_0.png"))
+        .unwrap();
+    RgbImage::from_fn(100, 20, |x, _| Rgb([x as u8, 0, 0]))
+        .save(d.join("wide_0.jpg"))
+        .unwrap();
     // GIF frames are palette images.
-    let frame: ImageBuffer<Rgba<u8>, Vec<u8>> = ImageBuffer::from_pixel(16, 16, Rgba([0, 0, 255, 255]));
+    let frame: ImageBuffer<Rgba<u8>, Vec<u8>> =
+        ImageBuffer::from_pixel(16, 16, Rgba([0, 0, 255, 255]));
     frame.save(d.join("palette_0.gif")).unwrap();
     std::fs::write(d.join("notes.txt"), b"not an image").unwrap();
     let folder = ImageFolder::open(&d, 8, false).unwrap();
@@ -50,9 +61,15 @@ fn every_colour_type_and_shape_loads_as_rgb() {
 fn a_wide_image_is_centre_cropped() {
     let d = dir("crop");
     // Left half black, right half white, 64x16: the centre crop straddles the edge.
-    RgbImage::from_fn(64, 16, |x, _| if x < 32 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) })
-        .save(d.join("a.png"))
-        .unwrap();
+    RgbImage::from_fn(64, 16, |x, _| {
+        if x < 32 {
+            Rgb([0, 0, 0])
+        } else {
+            Rgb([255, 255, 255])
+        }
+    })
+    .save(d.join("a.png"))
+    .unwrap();
     let img = load_image(&d.join("a.png"), 8).unwrap();
     assert!(img[0] < -0.9, "left column black: {}", img[0]);
     assert!(img[7] > 0.9, "right column white: {}", img[7]);
@@ -63,11 +80,20 @@ fn classes_come_from_file_name_prefixes_and_listing_is_recursive_and_sorted() {
     let d = dir("classes");
     std::fs::create_dir_all(d.join("sub")).unwrap();
     for name in ["dog_2.png", "cat_1.png", "sub/dog_0.png", "cat_0.png"] {
-        RgbImage::from_pixel(8, 8, Rgb([1, 2, 3])).save(d.join(name)).unwrap();
+        RgbImage::from_pixel(8, 8, Rgb([1, 2, 3]))
+            .save(d.join(name))
+            .unwrap();
     }
     let folder = ImageFolder::open(&d, 8, true).unwrap();
-    let names: Vec<String> = folder.files().iter().map(|p| p.strip_prefix(&d).unwrap().display().to_string()).collect();
-    assert_eq!(names, vec!["cat_0.png", "cat_1.png", "dog_2.png", "sub/dog_0.png"]);
+    let names: Vec<String> = folder
+        .files()
+        .iter()
+        .map(|p| p.strip_prefix(&d).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["cat_0.png", "cat_1.png", "dog_2.png", "sub/dog_0.png"]
+    );
     assert_eq!(folder.classes(), &["cat".to_string(), "dog".to_string()]);
     let labels: Vec<i64> = (0..4).map(|i| folder.get(i).unwrap().1.unwrap()).collect();
     assert_eq!(labels, vec![0, 0, 1, 1]);
@@ -76,7 +102,11 @@ fn classes_come_from_file_name_prefixes_and_listing_is_recursive_and_sorted() {
 #[test]
 fn a_corrupt_image_is_an_error_naming_the_file() {
     let d = dir("corrupt");
-    std::fs::write(d.join("broken.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    std::fs::write(
+        d.join("broken.png"),
+        b"\x89PNG\r\n\x1a\nthis is not really a png",
+    )
+    .unwrap();
     let folder = ImageFolder::open(&d, 8, false).unwrap();
     let err = folder.get(0).unwrap_err().to_string();
     assert!(err.contains("broken.png"), "{err}");
@@ -87,18 +117,28 @@ fn an_empty_or_missing_folder_is_an_error() {
     let d = dir("empty");
     let err = ImageFolder::open(&d, 8, false).unwrap_err().to_string();
     assert!(err.contains("no images"), "{err}");
-    let err = ImageFolder::open(&d.join("nope"), 8, false).unwrap_err().to_string();
+    let err = ImageFolder::open(&d.join("nope"), 8, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope"), "{err}");
 }
 
 #[test]
 fn the_loader_is_reproducible_shuffled_and_resumable() {
     let data = InMemoryDataset::new((0..10).map(|i| vec![i as f32; 3]).collect(), None, 1);
-    let take = |loader: &mut BatchLoader| -> Vec<f32> { (0..7).flat_map(|_| loader.next_batch().unwrap().images.into_iter().step_by(3)).collect() };
+    let take = |loader: &mut BatchLoader| -> Vec<f32> {
+        (0..7)
+            .flat_map(|_| loader.next_batch().unwrap().images.into_iter().step_by(3))
+            .collect()
+    };
     let a = take(&mut BatchLoader::new(&data, 3, 5).unwrap());
     let b = take(&mut BatchLoader::new(&data, 3, 5).unwrap());
     assert_eq!(a, b, "same seed, same order");
-    assert_ne!(a[..9].to_vec(), (0..9).map(|i| i as f32).collect::<Vec<_>>(), "shuffled");
+    assert_ne!(
+        a[..9].to_vec(),
+        (0..9).map(|i| i as f32).collect::<Vec<_>>(),
+        "shuffled"
+    );
     // Each pass of 3 batches (drop_last) holds distinct images.
     let mut first_pass = a[..9].to_vec();
     first_pass.sort_by(|x, y| x.partial_cmp(y).unwrap());

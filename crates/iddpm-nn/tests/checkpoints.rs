@@ -180,3 +180,37 @@ fn writing_into_a_missing_directory_fails_without_leftovers() {
         .to_string();
     assert!(err.contains("x.safetensors"), "{err}");
 }
+
+/// `torch.save` to a path names the top folder after the file, and older versions write only
+/// `data.pkl`, `data/<n>` and `version`: both load like the handle-saved `archive/` layout.
+#[test]
+fn both_torch_zip_layouts_load() {
+    use std::io::{Read, Write};
+    let reference = std::env::var("IDDPM_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+        });
+    let original = reference.join("model_a.pt");
+    let want = load_state_dict(&original).unwrap();
+    let mut zin = zip::ZipArchive::new(std::fs::File::open(&original).unwrap()).unwrap();
+    let path = tmp("renamed.pt");
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..zin.len() {
+        let mut e = zin.by_index(i).unwrap();
+        let rest = e.name().split_once('/').unwrap().1.to_string();
+        if !(rest == "data.pkl" || rest == "version" || rest.starts_with("data/")) {
+            continue; // the older layout has nothing else
+        }
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        zout.start_file(format!("renamed/{rest}"), opts).unwrap();
+        zout.write_all(&buf).unwrap();
+    }
+    zout.finish().unwrap();
+    let got = load_state_dict(&path).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 222, "model A has 222 tensors");
+}

@@ -29,6 +29,8 @@ pub struct SampleOptions {
     pub labels: Option<Vec<i64>>,
     /// Start noise `[num_samples, 3, H, W]` (row-major), instead of drawing it.
     pub init_noise: Option<Vec<f32>>,
+    /// Super-resolution: low-resolution images `[num_samples, 3, s, s]` in [−1, 1] and `s`.
+    pub low_res: Option<(Vec<f32>, usize)>,
 }
 
 /// Sampled images.
@@ -104,6 +106,15 @@ pub fn sample_images(
             n * 3 * s * s
         )));
     }
+    if let Some((values, small)) = &opts.low_res
+        && values.len() != n * 3 * small * small
+    {
+        return Err(Error::Invalid(format!(
+            "{} low-resolution values given; [{n}, 3, {small}, {small}] needs {}",
+            values.len(),
+            n * 3 * small * small
+        )));
+    }
     let mut noise = SeededNoise::new(opts.seed);
     let mut images = Vec::with_capacity(n * s * s * 3);
     let mut done_steps = 0u64;
@@ -121,13 +132,23 @@ pub fn sample_images(
             )),
             None => Some(noise.sample(shape, device)?),
         };
-        let cond = match &labels {
+        let mut cond = match &labels {
             Some(l) => Conditioning::labels(Tensor::<1, Int>::from_data(
                 TensorData::new(l[start..start + b].to_vec(), [b]),
                 device,
             )),
             None => Conditioning::none(),
         };
+        if let Some((values, small)) = &opts.low_res {
+            let per = 3 * small * small;
+            cond.low_res = Some(Tensor::<4>::from_data(
+                TensorData::new(
+                    values[start * per..(start + b) * per].to_vec(),
+                    [b, 3, *small, *small],
+                ),
+                device,
+            ));
+        }
         let steps = diffusion.sample_loop_progressive(
             model,
             opts.sampler,

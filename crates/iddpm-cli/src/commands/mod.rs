@@ -4,6 +4,7 @@ pub mod data;
 pub mod nll;
 pub mod sample;
 pub mod schedule;
+pub mod super_res;
 pub mod train;
 
 use std::path::Path;

@@ -129,6 +129,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         seed: args.seed,
         labels,
         init_noise,
+        low_res: None,
     };
     let batches = args.num_samples.div_ceil(args.batch_size) as u64;
     let steps = diffusion.num_timesteps() as u64;

@@ -1,0 +1,174 @@
+//! `iddpm super_res_sample`: the reference's `super_res_sample.py`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args};
+use iddpm::diffusion::Sampler;
+use iddpm::io::{NpyArray, NpyData, read_npz, save_grid, write_npz};
+use iddpm::sample::{SampleOptions, sample_images};
+use iddpm::{parse_device, progress};
+
+use crate::commands::ensure_writable_dir;
+use crate::flags::{ModelArgs, parse_bool};
+
+/// Arguments of `iddpm super_res_sample`.
+#[derive(Args)]
+pub struct SuperResArgs {
+    /// Super-resolution model weights (.pt or .safetensors).
+    #[arg(long = "model_path", alias = "model-path")]
+    pub model_path: PathBuf,
+    /// Low-resolution samples: an .npz with arr_0 uint8 [N, s, s, 3] (and arr_1 labels).
+    #[arg(long = "base_samples", alias = "base-samples")]
+    pub base_samples: PathBuf,
+    /// Output side.
+    #[arg(long = "large_size", alias = "large-size", default_value_t = 256)]
+    pub large_size: usize,
+    /// Input side.
+    #[arg(long = "small_size", alias = "small-size", default_value_t = 64)]
+    pub small_size: usize,
+    /// Number of images to upsample (default: all of base_samples).
+    #[arg(long = "num_samples", alias = "num-samples")]
+    pub num_samples: Option<usize>,
+    /// Images per batch.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
+    pub batch_size: usize,
+    /// Sample with DDIM.
+    #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_ddim: bool,
+    /// DDIM noise level.
+    #[arg(long = "eta", default_value_t = 0.0)]
+    pub eta: f64,
+    /// Clamp predicted x_0 to [-1, 1].
+    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub clip_denoised: bool,
+    /// Seed.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder.
+    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
+    pub output_dir: PathBuf,
+    /// flex (CPU) or cuda[:N].
+    #[arg(long = "device", default_value = "flex")]
+    pub device: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Upsamples the base samples and writes `samples_{N}x{L}x{L}x3.npz` and a grid.
+pub fn run(args: &SuperResArgs) -> Result<(), String> {
+    let arrays = read_npz(&args.base_samples).map_err(|e| e.to_string())?;
+    let arr = arrays
+        .iter()
+        .find(|(n, _)| n == "arr_0")
+        .map(|(_, a)| a)
+        .ok_or_else(|| format!("{}: no array named arr_0", args.base_samples.display()))?;
+    let NpyData::U8(pixels) = &arr.data else {
+        return Err(format!(
+            "{}: arr_0 must be uint8 images",
+            args.base_samples.display()
+        ));
+    };
+    let [count, h, w, c] = arr.shape[..] else {
+        return Err(format!(
+            "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
+            args.base_samples.display(),
+            arr.shape
+        ));
+    };
+    let s = args.small_size;
+    if (h, w, c) != (s, s, 3) {
+        return Err(format!(
+            "{}: images are {h}x{w}x{c}, --small_size {s} needs {s}x{s}x3",
+            args.base_samples.display()
+        ));
+    }
+    let n = args.num_samples.unwrap_or(count).min(count);
+    if n == 0 {
+        return Err("no images to upsample (--num_samples 0 or an empty arr_0)".into());
+    }
+    let mut low = vec![0f32; n * 3 * s * s];
+    for b in 0..n {
+        for p in 0..s * s {
+            for ch in 0..3 {
+                low[(b * 3 + ch) * s * s + p] =
+                    pixels[(b * s * s + p) * 3 + ch] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    let labels = arrays
+        .iter()
+        .find(|(n, _)| n == "arr_1")
+        .and_then(|(_, a)| a.to_i64())
+        .map(|l| l[..n].to_vec());
+    let labels = if args.model.class_cond {
+        Some(labels.ok_or_else(|| {
+            format!(
+                "{}: a class-conditional model needs arr_1 labels",
+                args.base_samples.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let spec = args.model.spec(args.large_size, true)?;
+    ensure_writable_dir(&args.output_dir)?;
+    let (model, diffusion) = spec
+        .load(&args.model_path, &device)
+        .map_err(|e| e.to_string())?;
+    let opts = SampleOptions {
+        num_samples: n,
+        batch_size: args.batch_size,
+        image_size: args.large_size,
+        sampler: if args.use_ddim {
+            Sampler::Ddim { eta: args.eta }
+        } else {
+            Sampler::Ancestral
+        },
+        clip_denoised: args.clip_denoised,
+        seed: args.seed,
+        labels,
+        init_noise: None,
+        low_res: Some((low, s)),
+    };
+    let steps = diffusion.num_timesteps() as u64;
+    let bar = progress::bar(
+        n.div_ceil(args.batch_size) as u64 * steps,
+        "upsampling",
+        "steps",
+    );
+    let samples = sample_images(&model, &diffusion, &opts, &device, &mut |d| {
+        bar.set_position(d)
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let l = args.large_size;
+    let stem = format!("samples_{n}x{l}x{l}x3");
+    let images = NpyArray {
+        shape: vec![n, l, l, 3],
+        data: NpyData::U8(samples.images.clone()),
+    };
+    let label_arr = samples.labels.clone().map(|v| NpyArray {
+        shape: vec![n],
+        data: NpyData::I64(v),
+    });
+    let mut out = vec![("arr_0", &images)];
+    if let Some(a) = &label_arr {
+        out.push(("arr_1", a));
+    }
+    write_npz(&args.output_dir.join(format!("{stem}.npz")), &out).map_err(|e| e.to_string())?;
+    let shown = n.min(64);
+    save_grid(
+        &args.output_dir.join(format!("{stem}.png")),
+        &samples.images[..shown * l * l * 3],
+        shown,
+        l,
+        l,
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "upsampled {n} images to {l}x{l}; wrote {stem}.npz and {stem}.png in {}",
+        args.output_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The whole workflow through the binary on a tiny model: train, resume, sample, nll,
+//! super-resolution, data conversion, npz2png.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use iddpm::io::{NpyArray, NpyData, read_npz_array, write_npz};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join(format!("iddpm-cli-flow-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn iddpm(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(args)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "iddpm {args:?} failed:\n{out}");
+    out
+}
+
+const TINY: &[&str] = &[
+    "--channel_mult",
+    "1,2",
+    "--num_channels",
+    "32",
+    "--num_res_blocks",
+    "1",
+    "--attention_resolutions",
+    "4",
+    "--num_heads",
+    "1",
+    "--learn_sigma",
+    "True",
+    "--diffusion_steps",
+    "10",
+    "--noise_schedule",
+    "cosine",
+];
+
+fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
+    base.iter()
+        .chain(TINY)
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn run(args: Vec<String>) -> String {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    iddpm(&refs)
+}
+
+fn images(dir: &Path, n: usize, size: u32) {
+    for i in 0..n {
+        let img = image::RgbImage::from_fn(size, size, |x, y| {
+            image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 30) as u8])
+        });
+        img.save(dir.join(format!("img_{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn train_resume_sample_nll() {
+    let data = tmp("data");
+    images(&data, 8, 16);
+    let log = tmp("run");
+    let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
+    run(with(
+        &[
+            "train",
+            "--data_dir",
+            d,
+            "--image_size",
+            "8",
+            "--log_dir",
+            l,
+        ],
+        &[
+            "--batch_size",
+            "4",
+            "--max_steps",
+            "4",
+            "--save_interval",
+            "2",
+            "--log_interval",
+            "2",
+            "--preview_samples",
+            "4",
+            "--preview_steps",
+            "3",
+        ],
+    ));
+    for f in [
+        "model000002.safetensors",
+        "model000004.safetensors",
+        "opt000004.safetensors",
+        "ema_0.9999_000004.safetensors",
+        "loss_curve.png",
+        "samples_000004.png",
+        "log.txt",
+        "progress.csv",
+    ] {
+        assert!(log.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(log.join("progress.csv")).unwrap();
+    for key in [
+        "loss",
+        "mse",
+        "vb",
+        "grad_norm",
+        "loss_q0",
+        "step",
+        "samples",
+        "lr",
+    ] {
+        assert!(
+            csv.lines().next().unwrap().split(',').any(|k| k == key),
+            "{key} not logged: {csv}"
+        );
+    }
+    let ckpt = log.join("model000004.safetensors");
+    let out = run(with(
+        &[
+            "train",
+            "--data_dir",
+            d,
+            "--image_size",
+            "8",
+            "--log_dir",
+            l,
+            "--resume_checkpoint",
+            ckpt.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "4",
+            "--max_steps",
+            "6",
+            "--save_interval",
+            "100",
+            "--preview_samples",
+            "0",
+        ],
+    ));
+    assert!(
+        out.contains("resumed") && log.join("model000006.safetensors").is_file(),
+        "{out}"
+    );
+
+    let model = log.join("model000006.safetensors");
+    let samples = tmp("samples");
+    run(with(
+        &[
+            "sample",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--image_size",
+            "8",
+            "--output_dir",
+            samples.to_str().unwrap(),
+        ],
+        &[
+            "--num_samples",
+            "5",
+            "--batch_size",
+            "2",
+            "--timestep_respacing",
+            "3",
+        ],
+    ));
+    let arr = read_npz_array(&samples.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
+    assert_eq!(arr.shape, vec![5, 8, 8, 3]);
+    assert!(matches!(arr.data, NpyData::U8(_)));
+
+    let nll_out = tmp("nll");
+    let out = run(with(
+        &[
+            "nll",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--image_size",
+            "8",
+            "--data_dir",
+            d,
+            "--output_dir",
+            nll_out.to_str().unwrap(),
+        ],
+        &["--num_samples", "3", "--batch_size", "2"],
+    ));
+    assert!(out.contains("bits/dim"), "{out}");
+    let vb = read_npz_array(&nll_out.join("vb_terms.npz"), "arr_0").unwrap();
+    assert_eq!(vb.shape, vec![10]);
+
+    let grid = samples.join("grid.png");
+    run(vec![
+        "npz2png".into(),
+        samples.join("samples_5x8x8x3.npz").display().to_string(),
+        "--grid".into(),
+        grid.display().to_string(),
+    ]);
+    assert!(grid.is_file());
+}
+
+#[test]
+fn super_resolution_train_and_sample() {
+    let data = tmp("sr-data");
+    images(&data, 4, 8);
+    let log = tmp("sr-run");
+    run(with(
+        &[
+            "super_res_train",
+            "--data_dir",
+            data.to_str().unwrap(),
+            "--large_size",
+            "8",
+            "--small_size",
+            "4",
+            "--log_dir",
+            log.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "2",
+            "--save_interval",
+            "2",
+            "--preview_samples",
+            "0",
+        ],
+    ));
+    let model = log.join("model000002.safetensors");
+    assert!(model.is_file());
+    let base = tmp("sr-base");
+    let low = NpyArray {
+        shape: vec![3, 4, 4, 3],
+        data: NpyData::U8((0..144).map(|v| v as u8).collect()),
+    };
+    let base_npz = base.join("low.npz");
+    write_npz(&base_npz, &[("arr_0", &low)]).unwrap();
+    run(with(
+        &[
+            "super_res_sample",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--base_samples",
+            base_npz.to_str().unwrap(),
+            "--large_size",
+            "8",
+            "--small_size",
+            "4",
+            "--output_dir",
+            base.to_str().unwrap(),
+        ],
+        &["--timestep_respacing", "2", "--batch_size", "2"],
+    ));
+    let up = read_npz_array(&base.join("samples_3x8x8x3.npz"), "arr_0").unwrap();
+    assert_eq!(up.shape, vec![3, 8, 8, 3]);
+}
+
+#[test]
+fn idx_files_become_a_folder_named_like_the_reference() {
+    let dir = tmp("idx");
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    images.extend(std::iter::repeat_n(7u8, 2 * 28 * 28));
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), &images).unwrap();
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 2, 9, 3],
+    )
+    .unwrap();
+    let out = dir.join("png");
+    run(vec![
+        "data".into(),
+        "fashion-mnist".into(),
+        "--input".into(),
+        dir.join("t10k-images-idx3-ubyte").display().to_string(),
+        "--output".into(),
+        out.display().to_string(),
+    ]);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["boot_00000.png", "dress_00001.png"]);
+}
