@@ -263,15 +263,16 @@ impl<'a> Machine<'a> {
                     let s = String::from_utf8_lossy(self.take(n)?).into_owned();
                     self.push(Value::Str(s));
                 }
+                // Python 2 `str` (BINSTRING / SHORT_BINSTRING) is raw bytes (e.g. array data).
                 b'U' => {
                     let n = self.u8()? as usize;
-                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                    self.push(Value::Str(s));
+                    let b = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(b));
                 }
                 b'T' => {
                     let n = self.u32()? as usize;
-                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                    self.push(Value::Str(s));
+                    let b = self.take(n)?.to_vec();
+                    self.push(Value::Bytes(b));
                 }
                 b'B' => {
                     let n = self.u32()? as usize;
@@ -408,6 +409,7 @@ impl<'a> Machine<'a> {
                 b'b' => {
                     let state = self.pop()?;
                     match self.top()? {
+                        Value::Object { class, .. } if class.starts_with("numpy.dtype:") => {}
                         Value::Object { state: s, .. } => **s = state,
                         // OrderedDict._metadata and tensor hooks: irrelevant to the values.
                         Value::Dict(_) | Value::Tensor(_) => {}
@@ -450,6 +452,11 @@ fn global(module: String, name: String) -> Result<Value, String> {
             | ("torch.jit._pickle", "build_doublelist")
             | ("torch.jit._pickle", "build_boollist")
             | ("torch", _)
+            | (
+                "numpy.core.multiarray" | "numpy._core.multiarray",
+                "_reconstruct"
+            )
+            | ("numpy", "ndarray" | "dtype")
     ) || module.starts_with("__torch__");
     if !allowed || (module == "torch" && StorageDtype::from_storage_class(&name).is_none()) {
         return Err(format!(
@@ -527,10 +534,79 @@ fn call(func: Value, args: Value) -> Result<Value, String> {
             .into_iter()
             .next()
             .ok_or_else(|| "_rebuild_parameter without a tensor".to_string()),
+        // NumPy arrays: `_reconstruct(ndarray, (0,), b'b')` makes an empty array that BUILD
+        // fills with `(version, shape, dtype, fortran_order, raw bytes)`.
+        (_, "_reconstruct") => Ok(Value::Object {
+            class: "numpy.ndarray".into(),
+            state: Box::new(Value::None),
+        }),
+        ("numpy", "dtype") => {
+            let descr = match args.first() {
+                Some(Value::Str(s)) => s.clone(),
+                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => return Err("numpy.dtype without a type string".into()),
+            };
+            Ok(Value::Object {
+                class: format!("numpy.dtype:{descr}"),
+                state: Box::new(Value::None),
+            })
+        }
         ("torch.jit._pickle", _) => args
             .into_iter()
             .next()
             .ok_or_else(|| format!("{name} without an argument")),
         _ => Err(format!("calling {module}.{name} is not allowed")),
+    }
+}
+
+/// A NumPy array decoded from a pickle (`ndarray` state), as raw little-endian bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumpyArray {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// NumPy type string without byte order, e.g. `u1`, `f4`.
+    pub dtype: String,
+    /// The raw data, C order.
+    pub data: Vec<u8>,
+}
+
+impl Value {
+    /// This value as a NumPy array, if it is one.
+    pub fn as_numpy(&self) -> Option<NumpyArray> {
+        let Value::Object { class, state } = self else {
+            return None;
+        };
+        if class != "numpy.ndarray" {
+            return None;
+        }
+        let Value::Tuple(items) = state.as_ref() else {
+            return None;
+        };
+        let [_, shape, dtype, Value::Bool(false), data] = items.as_slice() else {
+            return None;
+        };
+        let shape = as_usizes(shape, "shape").ok()?;
+        let Value::Object { class: dclass, .. } = dtype else {
+            return None;
+        };
+        let dtype = dclass.strip_prefix("numpy.dtype:")?.to_string();
+        let data = match data {
+            Value::Bytes(b) => b.clone(),
+            Value::Str(s) => s.as_bytes().to_vec(),
+            _ => return None,
+        };
+        Some(NumpyArray { shape, dtype, data })
+    }
+
+    /// The value stored under `key` in a dict, matching string or byte keys.
+    pub fn dict_get(&self, key: &str) -> Option<&Value> {
+        let Value::Dict(items) = self else {
+            return None;
+        };
+        items.iter().find_map(|(k, v)| match k {
+            Value::Str(s) if s == key => Some(v),
+            Value::Bytes(b) if b == key.as_bytes() => Some(v),
+            _ => None,
+        })
     }
 }

@@ -296,3 +296,103 @@ fn idx_files_become_a_folder_named_like_the_reference() {
     names.sort();
     assert_eq!(names, vec!["boot_00000.png", "dress_00001.png"]);
 }
+
+/// A training process killed with SIGKILL at an arbitrary moment leaves its last complete
+/// checkpoint loadable, and training resumes from it.
+#[test]
+fn kill_9_leaves_a_loadable_checkpoint() {
+    let data = tmp("kill-data");
+    images(&data, 8, 8);
+    let log = tmp("kill-run");
+    let args = with(
+        &[
+            "train",
+            "--data_dir",
+            data.to_str().unwrap(),
+            "--image_size",
+            "8",
+            "--log_dir",
+            log.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "4",
+            "--max_steps",
+            "100000",
+            "--save_interval",
+            "1",
+            "--preview_samples",
+            "0",
+        ],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few checkpoints exist, then kill in the middle of whatever it is doing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let n = std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("model")
+            })
+            .count();
+        if n >= 3 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(137));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("model") && n.ends_with(".safetensors")
+        })
+        .collect();
+    models.sort();
+    let last = models.last().expect("at least one checkpoint").clone();
+    iddpm::checkpoint::load_state_dict(&last).expect("the last checkpoint loads");
+    let step: u64 = last
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("model")
+        .parse()
+        .unwrap();
+    let resumed = with(
+        &[
+            "train",
+            "--data_dir",
+            data.to_str().unwrap(),
+            "--image_size",
+            "8",
+            "--log_dir",
+            log.to_str().unwrap(),
+            "--resume_checkpoint",
+            last.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "4",
+            "--max_steps",
+            &(step + 1).to_string(),
+            "--save_interval",
+            "1000",
+            "--preview_samples",
+            "0",
+        ],
+    );
+    let out = run(resumed);
+    assert!(out.contains(&format!("at step {step}")), "{out}");
+}

@@ -66,17 +66,66 @@ pub fn idx_to_folder(images: &Path, labels: &Path, out: &Path, fashion: bool) ->
     Ok(n)
 }
 
-/// Writes CIFAR-10 binary batches (`data_batch_*.bin` / `test_batch.bin`: records of one label
-/// byte and 3072 pixel bytes) found in `input` (a file or a folder) as PNGs into `out`.
+/// The records of a CIFAR-10 python batch (`data_batch_1`, `test_batch`: a pickled dict with
+/// `data` uint8 [N, 3072] and `labels`), read with iddpm's pickle reader (no code runs).
+fn cifar10_python_records(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let root = iddpm_checkpoint::pickle::parse(bytes).map_err(|m| DataError::bad(path, m))?;
+    let data = root
+        .dict_get("data")
+        .and_then(|v| v.as_numpy())
+        .ok_or_else(|| {
+            DataError::bad(path, "no uint8 `data` array: not a CIFAR-10 python batch")
+        })?;
+    let labels = match root.dict_get("labels") {
+        Some(iddpm_checkpoint::pickle::Value::List(l)) => l
+            .iter()
+            .map(|v| match v {
+                iddpm_checkpoint::pickle::Value::Int(i) => Ok(*i as u8),
+                _ => Err(DataError::bad(path, "a label is not an integer")),
+            })
+            .collect::<Result<Vec<u8>>>()?,
+        _ => {
+            return Err(DataError::bad(
+                path,
+                "no `labels` list: not a CIFAR-10 python batch",
+            ));
+        }
+    };
+    if data.dtype != "u1"
+        || data.shape.len() != 2
+        || data.shape[1] != 3072
+        || data.shape[0] != labels.len()
+    {
+        return Err(DataError::bad(
+            path,
+            format!("unexpected data {:?} {}", data.shape, data.dtype),
+        ));
+    }
+    Ok(labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            let mut rec = vec![l];
+            rec.extend_from_slice(&data.data[i * 3072..(i + 1) * 3072]);
+            rec
+        })
+        .collect())
+}
+
+/// Writes CIFAR-10 batches found in `input` (a file or a folder) as PNGs into `out`: the python
+/// version (`data_batch_1` ... `test_batch`, pickles) or the binary version (`*.bin`, records of
+/// one label byte and 3072 pixel bytes).
 pub fn cifar10_to_folder(input: &Path, out: &Path) -> Result<usize> {
     let files: Vec<std::path::PathBuf> = if input.is_dir() {
         let mut f: Vec<_> = std::fs::read_dir(input)
             .map_err(|e| DataError::io(input, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension().is_some_and(|e| e == "bin")
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains("batch"))
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                name.contains("_batch") && (name.ends_with(".bin") || !name.contains('.'))
             })
             .collect();
         f.sort();
@@ -87,20 +136,24 @@ pub fn cifar10_to_folder(input: &Path, out: &Path) -> Result<usize> {
     if files.is_empty() {
         return Err(DataError::bad(
             input,
-            "no CIFAR-10 binary batches (*batch*.bin) found; download the binary version",
+            "no CIFAR-10 batches (data_batch_N, test_batch, or their .bin versions) found",
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
     let mut index = 0;
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| DataError::io(&file, e))?;
-        if bytes.len() % 3073 != 0 {
+        let records: Vec<Vec<u8>> = if bytes.first() == Some(&0x80) {
+            cifar10_python_records(&file, &bytes)?
+        } else if bytes.len() % 3073 == 0 {
+            bytes.chunks_exact(3073).map(<[u8]>::to_vec).collect()
+        } else {
             return Err(DataError::bad(
                 &file,
-                "size is not a multiple of 3073 bytes: not a CIFAR-10 binary batch",
+                "neither a CIFAR-10 python batch nor a binary batch (3073-byte records)",
             ));
-        }
-        for rec in bytes.chunks_exact(3073) {
+        };
+        for rec in &records {
             let class = CIFAR10_CLASSES
                 .get(rec[0] as usize)
                 .ok_or_else(|| DataError::bad(&file, "label outside 0..10"))?;

@@ -2,7 +2,11 @@
 //! demo network and the CIFAR-10 released configuration, with and without gradient
 //! checkpointing, each variant measured in its own process (peak RSS is per process).
 //!
-//! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions).
+//! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions). With
+//! `IDDPM_TORCH_PYTHON=/path/to/python` (a Python with torch), the same network in PyTorch
+//! (`bench/torch_unet.py`, checked equal to the reference on model A) runs side by side and the
+//! ratios are printed. The sampling column is one DDIM step at batch 16 (a forward pass),
+//! scaled to 50 steps.
 
 use std::process::Command;
 use std::time::Instant;
@@ -54,6 +58,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs one variant in this process and prints `ms_forward ms_train peak_mib`.
 fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
+    if name.ends_with("-sample") {
+        return sample_child(name.trim_end_matches("-sample"), batch, reps);
+    }
     let device = Device::flex();
     let config = flags(name, checkpoint).unet_config(false).unwrap();
     let diffusion = DiffusionConfig {
@@ -127,6 +134,47 @@ fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
     );
 }
 
+/// One DDIM step (a forward pass at `batch`) timed; prints `ms_step 0 peak_mib`.
+fn sample_child(name: &str, batch: usize, reps: usize) {
+    let device = Device::flex();
+    let config = flags(name, false).unet_config(false).unwrap();
+    let model = UNetModel::new(&config, &device);
+    let x = SeededNoise::new(0)
+        .sample([batch, 3, 32, 32], &device)
+        .unwrap();
+    let ts: Vec<f32> = (0..batch).map(|_| 500.0).collect();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let out = model.forward(
+            x.clone(),
+            Tensor::from_data(TensorData::new(ts.clone(), [batch]), &device),
+            None,
+        );
+        let _: Vec<f32> = out.into_data().convert::<f32>().try_into_vec().unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let times = if times.len() > 1 {
+        times[1..].to_vec()
+    } else {
+        times
+    };
+    println!("{} 0 {}", median(times), peak_rss_mib());
+}
+
+fn torch(python: &str, name: &str, batch: usize, reps: usize) -> Option<Vec<f64>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_unet.py");
+    let out = Command::new(python)
+        .args([script, "bench", name, &batch.to_string(), &reps.to_string()])
+        .output()
+        .ok()?;
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (v.len() == 3).then_some(v)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
@@ -188,6 +236,63 @@ fn main() {
                 results[1][1] / results[0][1],
                 results[1][2] / results[0][2]
             );
+        }
+        let python = std::env::var("IDDPM_TORCH_PYTHON").ok();
+        if let (Some(py), Some(ours)) = (&python, results.first()) {
+            match torch(py, name, batch, reps) {
+                Some(t) => {
+                    println!(
+                        "{:<9} {batch:>5} {:>6} {:>12.1} {:>12.1} {:>12.2} {:>10.0}",
+                        format!("{name}/pt"),
+                        "torch",
+                        t[0],
+                        t[1],
+                        batch as f64 * 1e3 / t[1],
+                        t[2]
+                    );
+                    println!(
+                        "{name}: iddpm / PyTorch: forward x{:.2}, train step x{:.2}, peak memory x{:.2}",
+                        ours[0] / t[0],
+                        ours[1] / t[1],
+                        ours[2] / t[2]
+                    );
+                }
+                None => eprintln!("{name}: the PyTorch run failed (IDDPM_TORCH_PYTHON={py})"),
+            }
+        }
+        // Sampling throughput: 50 DDIM steps at batch 16, from one timed step.
+        let sample_batch = 16;
+        let out = Command::new(&exe)
+            .args([
+                "--child",
+                &format!("{name}-sample"),
+                "0",
+                &sample_batch.to_string(),
+                &reps.to_string(),
+            ])
+            .output()
+            .expect("run the sampling child");
+        let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if v.len() == 3 {
+            let ours = sample_batch as f64 / (50.0 * v[0] / 1e3);
+            print!(
+                "{name}: 50-step DDIM at batch {sample_batch}: {ours:.3} images/s (step {:.0} ms)",
+                v[0]
+            );
+            if let Some(t) = python
+                .as_deref()
+                .and_then(|py| torch(py, name, sample_batch, reps))
+            {
+                let theirs = sample_batch as f64 / (50.0 * t[0] / 1e3);
+                print!(
+                    "; PyTorch {theirs:.3} images/s; iddpm / PyTorch x{:.2}",
+                    ours / theirs
+                );
+            }
+            println!();
         }
     }
 }
