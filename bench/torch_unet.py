@@ -177,15 +177,23 @@ def bench(name, batch, reps):
             forward.append((time.perf_counter() - start) * 1e3)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
+    ema = [p.detach().clone() for p in net.parameters()]
+    data = torch.randn(64, 3, 32, 32).clamp(-1, 1)
     train = []
     for _ in range(reps):
+        # A full step as the reference's TrainLoop: batch, forward, backward, AdamW, EMA.
         start = time.perf_counter()
-        eps = torch.randn_like(x)
-        out = net(x, t)
+        xb = data[torch.randint(0, 64, (batch,))]
+        tb = torch.randint(0, 1000, (batch,)).float()
+        eps = torch.randn_like(xb)
+        out = net(xb, tb)
         loss = ((out[:, :3] - eps) ** 2).mean() + 1e-3 * (out[:, 3:] ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            for e, p in zip(ema, net.parameters()):
+                e.mul_(0.9999).add_(p, alpha=1 - 0.9999)
         train.append((time.perf_counter() - start) * 1e3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     skip = lambda v: v[1:] if len(v) > 1 else v

@@ -79,7 +79,7 @@ pub struct TrainOptions {
     pub log_dir: PathBuf,
     /// Images in the preview grid written at each save (0: none).
     pub preview_samples: usize,
-    /// DDIM steps of the preview.
+    /// Ancestral sampling steps of the preview (respaced from the training steps).
     pub preview_steps: usize,
     /// Super-resolution: the side of the low-resolution input.
     pub small_size: Option<usize>,
@@ -569,7 +569,7 @@ impl<'d> Trainer<'d> {
         };
         let x = diffusion.sample_loop(
             model,
-            Sampler::Ddim { eta: 0.0 },
+            Sampler::Ancestral,
             [n, 3, r, r],
             None,
             PredictOptions::clipped(),

@@ -1,4 +1,5 @@
-//! UNet speed and memory: forward pass and training step (forward, backward, AdamW) for the
+//! UNet speed and memory: forward pass and full training step (data, forward, backward, AdamW,
+//! EMA) for the
 //! demo network and the CIFAR-10 released configuration, with and without gradient
 //! checkpointing, each variant measured in its own process (peak RSS is per process).
 //!
@@ -12,9 +13,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use iddpm::diffusion::{BetaSchedule, Conditioning, DiffusionConfig, NoiseSource, SeededNoise};
+use iddpm::data::InMemoryDataset;
+use iddpm::diffusion::{BetaSchedule, DiffusionConfig, NoiseSource, SeededNoise};
 use iddpm::nn::{ModelFlags, UNetModel};
-use iddpm::train::{AdamW, for_each_param};
+use iddpm::train::{TrainOptions, Trainer};
 
 fn flags(name: &str, checkpoint: bool) -> ModelFlags {
     match name {
@@ -63,14 +65,12 @@ fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
     }
     let device = Device::flex();
     let config = flags(name, checkpoint).unet_config(false).unwrap();
-    let diffusion = DiffusionConfig {
+    let diffusion_config = DiffusionConfig {
         diffusion_steps: 1000,
         noise_schedule: BetaSchedule::Cosine,
         learn_sigma: true,
         ..Default::default()
-    }
-    .build()
-    .unwrap();
+    };
     let mut noise = SeededNoise::new(0);
     let x = noise.sample([batch, 3, 32, 32], &device).unwrap();
     let ts: Vec<f32> = (0..batch).map(|i| (i * 997 % 1000) as f32).collect();
@@ -87,41 +87,33 @@ fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
         forward.push(start.elapsed().as_secs_f64() * 1e3);
     }
     drop(infer);
-    let train_device = if checkpoint {
-        device.clone().autodiff().gradient_checkpointing()
-    } else {
-        device.clone().autodiff()
+    // A full training step: batch from the data set, forward, backward, AdamW, EMA.
+    let data = InMemoryDataset::new(
+        (0..64)
+            .map(|i| {
+                SeededNoise::new(i)
+                    .normal_vec(3 * 32 * 32)
+                    .into_iter()
+                    .map(|v| v.clamp(-1.0, 1.0))
+                    .collect()
+            })
+            .collect(),
+        None,
+        32,
+    );
+    let opts = TrainOptions {
+        batch_size: batch,
+        ema_rates: vec![0.9999],
+        log_dir: std::env::temp_dir().join(format!("iddpm-bench-{}", std::process::id())),
+        preview_samples: 0,
+        quiet: true,
+        ..TrainOptions::default()
     };
-    let mut model = UNetModel::new(&config, &train_device);
-    let mut opt = AdamW::new(0.0);
+    let mut trainer = Trainer::new(config.clone(), diffusion_config, &data, opts, &device).unwrap();
     let mut train = Vec::new();
-    let t: Vec<usize> = (0..batch).map(|i| i * 997 % 1000).collect();
     for _ in 0..reps {
         let start = Instant::now();
-        let xa = Tensor::from_data(x.to_data(), &train_device);
-        let eps = noise.sample([batch, 3, 32, 32], &train_device).unwrap();
-        let losses = diffusion
-            .training_losses(&model, xa, &t, eps, &Conditioning::none())
-            .unwrap();
-        let grads = losses.loss.mean().backward();
-        opt.begin_step();
-        for_each_param(&mut model, |_, name, p| {
-            if let Some(g) = p.grad_flat(&grads) {
-                let new = opt.update(name, p.flat(), g, 1e-4);
-                p.set_flat(new);
-            }
-        });
-        let mut probe = Vec::new();
-        for_each_param(&mut model, |i, _, p| {
-            if i == 0 {
-                probe = p
-                    .flat()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .unwrap()
-            }
-        });
+        trainer.run_step().unwrap();
         train.push(start.elapsed().as_secs_f64() * 1e3);
     }
     // The first repetition warms caches and allocators; report the median of the rest.

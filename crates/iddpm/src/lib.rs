@@ -6,6 +6,7 @@
 //! - [`ModelSpec`]: a network and its diffusion from the reference's flags.
 //! - [`sample`]: batched sampling to uint8 images; [`nll`]: bits/dim of a dataset.
 //! - [`train`]: the training loop; [`data`]: image folders and the embedded dataset.
+//! - [`eval`]: Fréchet distance and precision/recall on features.
 //! - [`io`]: `.npy`/`.npz` and PNG grids.
 //!
 //! Tensors live on any burn device; [`default_device`] is the pure-Rust CPU device (Flex).
@@ -23,6 +24,7 @@ pub use error::{Error, Result};
 pub use iddpm_checkpoint as checkpoint;
 pub use iddpm_data as data;
 pub use iddpm_diffusion as diffusion;
+pub use iddpm_eval as eval;
 pub use iddpm_nn as nn;
 pub use iddpm_train as train;
 pub use model_and_diffusion::ModelSpec;

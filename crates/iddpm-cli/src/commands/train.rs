@@ -96,7 +96,7 @@ pub struct TrainArgs {
         default_value_t = 16
     )]
     pub preview_samples: usize,
-    /// Sampling steps of the preview.
+    /// Sampling steps of the preview (ancestral, respaced).
     #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
     pub preview_steps: usize,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).

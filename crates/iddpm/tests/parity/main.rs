@@ -7,6 +7,7 @@
 mod reference;
 
 mod groups_core;
+mod groups_eval;
 mod groups_model;
 
 use burn::tensor::{Device, Tensor, TensorData};

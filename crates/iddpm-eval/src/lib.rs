@@ -1,0 +1,10 @@
+//! Sample-quality metrics on Inception features: the Fréchet distance (FID) and k-NN
+//! precision/recall, numerically as the standard evaluators (pytorch-fid, guided-diffusion).
+
+pub mod frechet;
+pub mod manifold;
+pub mod stats;
+
+pub use frechet::{fid, frechet_distance, trace_sqrt_product};
+pub use manifold::{evaluate, manifold_radii, precision_recall};
+pub use stats::FeatureStats;

@@ -1,0 +1,95 @@
+//! Evaluation groups of `fid.safetensors` / `fid.json`: the Fréchet distance and
+//! precision/recall. (The Inception network tensors of the same file are checked once the
+//! network exists; see the evaluation issue.)
+
+use iddpm::eval::{FeatureStats, evaluate, fid, manifold_radii, precision_recall};
+
+use crate::reference::{Group, TensorFile, Tol, assert_no_failures, read_json, reference_dir};
+
+#[test]
+fn frechet_distance_and_precision_recall() {
+    let dir = reference_dir();
+    if !dir.join("fid.safetensors").exists() {
+        return;
+    }
+    let f = TensorFile::open(&dir, "fid.safetensors");
+    let meta = read_json(&dir, "fid.json");
+    let mut group = Group::new("fid (distance, pr)");
+    if f.has("fd.features1") {
+        let stats = |name: &str| {
+            let s = f.shape(name);
+            FeatureStats::from_features(f.get(name), s[0], s[1]).expect("two or more rows")
+        };
+        let (a, b) = (stats("fd.features1"), stats("fd.features2"));
+        group.check(
+            "fd.mu1",
+            a.mu.as_slice(),
+            f.get("fd.mu1"),
+            Tol::either(1e-12, 1e-14),
+        );
+        group.check(
+            "fd.sigma1",
+            a.sigma.as_slice(),
+            f.get("fd.sigma1"),
+            Tol::either(1e-10, 1e-14),
+        );
+        group.check(
+            "fd.sigma2",
+            b.sigma.as_slice(),
+            f.get("fd.sigma2"),
+            Tol::either(1e-10, 1e-14),
+        );
+        group.check(
+            "fd.value",
+            &[fid(&a, &b)],
+            f.get("fd.value"),
+            Tol::rel(1e-6),
+        );
+        if let Some(same) = meta
+            .pointer("/frechet_distance/value_same_stats")
+            .and_then(|v| v.as_f64())
+        {
+            // The reference gets ≈ −1e-11 from sqrtm round-off; any |value| that small is zero.
+            group.check("fd(self)", &[fid(&a, &a)], &[same], Tol::abs(1e-8));
+        }
+    }
+    if f.has("pr.features_ref") {
+        let d = f.shape("pr.features_ref")[1];
+        let reference = f.f32("pr.features_ref");
+        let samples = f.f32("pr.features_sample");
+        let r_ref = manifold_radii(&reference, d, 3);
+        let r_sample = manifold_radii(&samples, d, 3);
+        group.check("pr.radii_ref", &r_ref, f.get("pr.radii_ref"), Tol::exact());
+        group.check(
+            "pr.radii_sample",
+            &r_sample,
+            f.get("pr.radii_sample"),
+            Tol::exact(),
+        );
+        let (inside, realism, nearest) = evaluate(&reference, &r_ref, &samples, d);
+        let inside: Vec<f64> = inside.iter().map(|&b| b as u8 as f64).collect();
+        group.check(
+            "pr.evaluate_sample_batch_predictions",
+            &inside,
+            f.get("pr.evaluate_sample_batch_predictions"),
+            Tol::exact(),
+        );
+        group.check(
+            "pr.evaluate_sample_max_realism_score",
+            &realism,
+            f.get("pr.evaluate_sample_max_realism_score"),
+            Tol::rel(1e-6),
+        );
+        let nearest: Vec<f64> = nearest.iter().map(|&i| i as f64).collect();
+        group.check(
+            "pr.evaluate_sample_nearest_indices",
+            &nearest,
+            f.get("pr.evaluate_sample_nearest_indices"),
+            Tol::exact(),
+        );
+        let (p, r) = precision_recall(&reference, &samples, d);
+        group.check("pr.precision", &[p], f.get("pr.precision"), Tol::exact());
+        group.check("pr.recall", &[r], f.get("pr.recall"), Tol::exact());
+    }
+    assert_no_failures(group.finish());
+}
