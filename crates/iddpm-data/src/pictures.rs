@@ -67,22 +67,8 @@ pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file beside it and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    Ok(())
+    iddpm_checkpoint::write_atomic(path, bytes).map_err(|e| match e {
+        iddpm_checkpoint::CheckpointError::Io { path, source } => DataError::io(path, source),
+        other => DataError::bad(path, other.to_string()),
+    })
 }

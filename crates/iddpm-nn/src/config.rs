@@ -278,3 +278,79 @@ impl ModelFlags {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_mult_follows_the_reference_and_can_be_given() {
+        let f = ModelFlags {
+            image_size: 32,
+            ..ModelFlags::default()
+        };
+        assert_eq!(f.unet_config(false).unwrap().channel_mult, vec![1, 2, 2, 2]);
+        let f = ModelFlags {
+            image_size: 28,
+            ..ModelFlags::default()
+        };
+        assert!(
+            f.unet_config(false)
+                .unwrap_err()
+                .to_string()
+                .contains("--channel_mult")
+        );
+        let f = ModelFlags {
+            image_size: 28,
+            channel_mult: Some(vec![1, 2, 2]),
+            ..ModelFlags::default()
+        };
+        let c = f.unet_config(false).unwrap();
+        // "16,8" at 28 px: 28 / 16 = 1 and 28 / 8 = 3, as the reference's integer division.
+        assert_eq!(c.attention_resolutions, vec![1, 3]);
+    }
+
+    #[test]
+    fn impossible_networks_are_errors_naming_the_flag() {
+        let f = ModelFlags {
+            image_size: 32,
+            num_channels: 48,
+            ..ModelFlags::default()
+        };
+        let e = f.unet_config(false).unwrap_err().to_string();
+        assert!(e.contains("48") && e.contains("--num_channels"), "{e}");
+        let f = ModelFlags {
+            image_size: 32,
+            num_heads: 3,
+            ..ModelFlags::default()
+        };
+        assert!(
+            f.unet_config(false)
+                .unwrap_err()
+                .to_string()
+                .contains("3 heads")
+        );
+        let f = ModelFlags {
+            image_size: 30,
+            channel_mult: Some(vec![1, 2, 2]),
+            ..ModelFlags::default()
+        };
+        assert!(
+            f.unet_config(false)
+                .unwrap_err()
+                .to_string()
+                .contains("image size 30")
+        );
+        let f = ModelFlags {
+            image_size: 32,
+            attention_resolutions: "16,x".into(),
+            ..ModelFlags::default()
+        };
+        assert!(
+            f.unet_config(false)
+                .unwrap_err()
+                .to_string()
+                .contains("--attention_resolutions")
+        );
+    }
+}
