@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use iddpm_checkpoint::StateDict;
 use iddpm_data::InMemoryDataset;
 use iddpm_diffusion::{BetaSchedule, DiffusionConfig};
 use iddpm_nn::{ModelFlags, UNetConfig, state_dict_of};
@@ -145,74 +146,70 @@ fn microbatches_give_the_full_batch_update() {
     assert!(d < 1e-5, "parameters differ by {d}");
 }
 
+/// A trainer whose model and EMAs start from `init` (saved as step 0 and resumed from).
+fn trainer_from<'d>(
+    init: &StateDict,
+    data: &'d InMemoryDataset,
+    opts: TrainOptions,
+) -> Trainer<'d> {
+    let mut t = Trainer::new(tiny_net(), diffusion(), data, opts.clone(), &Device::flex()).unwrap();
+    iddpm_nn::apply_state_dict(t.model_mut(), init).unwrap();
+    let ckpt = opts.log_dir.join("model000000.safetensors");
+    iddpm_nn::save_weights(t.model_mut(), &ckpt).unwrap();
+    t.resume(&ckpt).unwrap();
+    t
+}
+
+fn ema_values(t: &Trainer) -> Vec<f32> {
+    t.emas()[0]
+        .params
+        .iter()
+        .flat_map(|(_, x)| x.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
+        .collect()
+}
+
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     for kind in [SamplerKind::Uniform, SamplerKind::LossSecondMoment] {
         let data = data(24);
-        let mut o = options(&format!("straight-{kind:?}"));
+        let mut o = options(&format!("init-{kind:?}"));
         o.schedule_sampler = kind;
-        let mut straight =
-            Trainer::new(tiny_net(), diffusion(), &data, o.clone(), &Device::flex()).unwrap();
-        let init = state_dict_of(straight.model_mut());
+        let init = state_dict_of(
+            Trainer::new(tiny_net(), diffusion(), &data, o.clone(), &Device::flex())
+                .unwrap()
+                .model_mut(),
+        );
+
+        let straight_opts = TrainOptions {
+            log_dir: tmpdir(&format!("straight-{kind:?}")),
+            ..o.clone()
+        };
+        let mut straight = trainer_from(&init, &data, straight_opts);
         for _ in 0..6 {
             straight.run_step().unwrap();
         }
-        let mut o1 = o.clone();
-        o1.log_dir = tmpdir(&format!("resumed-{kind:?}"));
-        let mut first =
-            Trainer::new(tiny_net(), diffusion(), &data, o1.clone(), &Device::flex()).unwrap();
-        iddpm_nn::apply_state_dict(first.model_mut(), &init).unwrap();
-        // The EMAs started from the other initial weights: restart them from these.
-        let mut first = {
-            drop(first);
-            let mut t =
-                Trainer::new(tiny_net(), diffusion(), &data, o1.clone(), &Device::flex()).unwrap();
-            iddpm_nn::apply_state_dict(t.model_mut(), &init).unwrap();
-            let ckpt = o1.log_dir.join("model000000.safetensors");
-            iddpm_nn::save_weights(t.model_mut(), &ckpt).unwrap();
-            t.resume(&ckpt).unwrap();
-            t
+
+        let split_opts = TrainOptions {
+            log_dir: tmpdir(&format!("split-{kind:?}")),
+            ..o.clone()
         };
+        let mut first = trainer_from(&init, &data, split_opts.clone());
         for _ in 0..3 {
             first.run_step().unwrap();
         }
         let path = first.save().unwrap();
         assert!(path.ends_with("model000003.safetensors"));
         drop(first);
-        let mut second = Trainer::new(tiny_net(), diffusion(), &data, o1, &Device::flex()).unwrap();
+        let mut second =
+            Trainer::new(tiny_net(), diffusion(), &data, split_opts, &Device::flex()).unwrap();
         assert_eq!(second.resume(&path).unwrap(), 3);
         for _ in 0..3 {
             second.run_step().unwrap();
         }
-        let mut straight_params = {
-            // Re-run the straight run from the same initial EMA state for an exact comparison.
-            let mut o2 = o.clone();
-            o2.log_dir = tmpdir(&format!("straight2-{kind:?}"));
-            let mut t =
-                Trainer::new(tiny_net(), diffusion(), &data, o2.clone(), &Device::flex()).unwrap();
-            let ckpt = o2.log_dir.join("model000000.safetensors");
-            iddpm_nn::apply_state_dict(t.model_mut(), &init).unwrap();
-            iddpm_nn::save_weights(t.model_mut(), &ckpt).unwrap();
-            t.resume(&ckpt).unwrap();
-            for _ in 0..6 {
-                t.run_step().unwrap();
-            }
-            t
-        };
-        let d = max_diff(&params(&mut straight_params), &params(&mut second));
+        let d = max_diff(&params(&mut straight), &params(&mut second));
         assert!(d < 1e-6, "{kind:?}: resumed parameters differ by {d}");
-        let e1: Vec<f32> = straight_params.emas()[0]
-            .params
-            .iter()
-            .flat_map(|(_, t)| t.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
-            .collect();
-        let e2: Vec<f32> = second.emas()[0]
-            .params
-            .iter()
-            .flat_map(|(_, t)| t.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
-            .collect();
-        assert!(max_diff(&e1, &e2) < 1e-6, "{kind:?}: EMAs differ");
-        let _ = &mut straight;
+        let e = max_diff(&ema_values(&straight), &ema_values(&second));
+        assert!(e < 1e-6, "{kind:?}: resumed EMAs differ by {e}");
     }
 }
 
