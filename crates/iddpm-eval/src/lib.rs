@@ -3,6 +3,7 @@
 
 pub mod frechet;
 pub mod manifold;
+pub mod resize;
 pub mod stats;
 
 pub use frechet::{fid, frechet_distance, trace_sqrt_product};

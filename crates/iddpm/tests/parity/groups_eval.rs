@@ -93,3 +93,95 @@ fn frechet_distance_and_precision_recall() {
     }
     assert_no_failures(group.finish());
 }
+
+fn crop12(resized: &[f32], n: usize) -> Vec<f64> {
+    let s = iddpm::eval::resize::INCEPTION_SIZE;
+    let mut out = Vec::new();
+    for plane in 0..n * 3 {
+        for y in 0..12 {
+            for x in 0..12 {
+                out.push(resized[plane * s * s + y * s + x] as f64);
+            }
+        }
+    }
+    out
+}
+
+fn channel_means(resized: &[f32], n: usize) -> Vec<f64> {
+    let s = iddpm::eval::resize::INCEPTION_SIZE;
+    resized
+        .chunks(s * s)
+        .take(n * 3)
+        .map(|p| p.iter().map(|&v| v as f64).sum::<f64>() / (s * s) as f64)
+        .collect()
+}
+
+/// The resizes in front of both Inception networks (the networks themselves come later).
+#[test]
+fn inception_input_resizes() {
+    let dir = reference_dir();
+    let mut group = Group::new("inception resizes");
+    if dir.join("inception_real.safetensors").exists() {
+        let f = TensorFile::open(&dir, "inception_real.safetensors");
+        for set in ["fmnist28", "fmnist32", "natural64"] {
+            let key = format!("{set}.images");
+            if !f.has(&key) {
+                continue;
+            }
+            let shape = f.shape(&key).to_vec();
+            let pixels: Vec<u8> = f.get(&key).iter().map(|&v| v as u8).collect();
+            let resized = iddpm::eval::resize::tf_resize_299(&pixels, shape[0], shape[1], shape[2]);
+            let s = iddpm::eval::resize::INCEPTION_SIZE;
+            let tol = Tol::abs(1e-3); // grey levels, README §8
+            let full0: Vec<f64> = resized[..3 * s * s].iter().map(|&v| v as f64).collect();
+            group.check(
+                &format!("{set}.resized_full0"),
+                &full0,
+                f.get(&format!("{set}.resized_full0")),
+                tol,
+            );
+            group.check(
+                &format!("{set}.resized_crop"),
+                &crop12(&resized, shape[0]),
+                f.get(&format!("{set}.resized_crop")),
+                tol,
+            );
+            group.check(
+                &format!("{set}.resized_channel_mean"),
+                &channel_means(&resized, shape[0]),
+                f.get(&format!("{set}.resized_channel_mean")),
+                tol,
+            );
+        }
+    }
+    if dir.join("fid.safetensors").exists() {
+        let f = TensorFile::open(&dir, "fid.safetensors");
+        if f.has("inception.images") {
+            let sh = f.shape("inception.images").to_vec();
+            let s = iddpm::eval::resize::INCEPTION_SIZE;
+            let resized = iddpm::eval::resize::bilinear_resize(
+                &f.f32("inception.images"),
+                sh[0],
+                sh[1],
+                sh[2],
+                sh[3],
+                s,
+                s,
+                true,
+            );
+            group.check(
+                "inception.resized_input_crop",
+                &crop12(&resized, sh[0]),
+                f.get("inception.resized_input_crop"),
+                Tol::abs(1e-5),
+            );
+            group.check(
+                "inception.resized_input_channel_mean",
+                &channel_means(&resized, sh[0]),
+                f.get("inception.resized_input_channel_mean"),
+                Tol::abs(1e-5),
+            );
+        }
+    }
+    assert_no_failures(group.finish());
+}
