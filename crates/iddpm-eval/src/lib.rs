@@ -1,6 +1,7 @@
 //! Sample-quality metrics on Inception features: the Fréchet distance (FID) and k-NN
 //! precision/recall, numerically as the standard evaluators (pytorch-fid, guided-diffusion).
 
+pub mod fid_inception;
 pub mod frechet;
 pub mod manifold;
 pub mod resize;

@@ -185,3 +185,27 @@ fn inception_input_resizes() {
     }
     assert_no_failures(group.finish());
 }
+
+/// pytorch-fid's FID Inception with the seeded random F16 weights of the reference set.
+#[test]
+fn pytorch_fid_inception_features() {
+    let dir = reference_dir();
+    let weights = dir.join("fid_inception_random_f16.safetensors");
+    if !weights.exists() || !dir.join("fid.safetensors").exists() {
+        return;
+    }
+    let f = TensorFile::open(&dir, "fid.safetensors");
+    let dict = iddpm::checkpoint::load_state_dict(&weights).unwrap();
+    let net =
+        iddpm::eval::fid_inception::FidInception::from_state_dict(&dict, &crate::device()).unwrap();
+    let sh = f.shape("inception.images").to_vec();
+    let feats = net.features(&f.f32("inception.images"), sh[0], sh[2], sh[3]);
+    let mut group = Group::new("inception (pytorch-fid)");
+    group.check(
+        "inception.pool3",
+        &feats.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        f.get("inception.pool3"),
+        Tol::abs(1e-3),
+    );
+    assert_no_failures(group.finish());
+}
