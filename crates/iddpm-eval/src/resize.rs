@@ -26,6 +26,7 @@ fn taps(input: usize, out: usize, half_pixel: bool) -> Vec<(usize, usize, f64)> 
 }
 
 /// Resizes NCHW images `[n, c, h, w]` to `[n, c, oh, ow]` bilinearly (separable, no antialiasing).
+#[allow(clippy::too_many_arguments)]
 pub fn bilinear_resize(
     values: &[f32],
     n: usize,
