@@ -122,6 +122,46 @@ impl TorchArchive {
         Ok(out)
     }
 
+    /// Every tensor attribute of a TorchScript module tree (`torch.jit.save`), named by its
+    /// attribute path (`net.layers.conv.weight`), in the order the pickle holds them.
+    pub fn module_tensors(&self) -> Result<StateDict> {
+        fn walk(
+            archive: &TorchArchive,
+            prefix: &str,
+            v: &Value,
+            out: &mut StateDict,
+        ) -> Result<()> {
+            match v {
+                Value::Tensor(t) => {
+                    out.insert(
+                        prefix.trim_end_matches('.'),
+                        t.shape.clone(),
+                        archive.tensor_values(t)?,
+                    );
+                }
+                Value::Object { state, .. } => walk(archive, prefix, state, out)?,
+                Value::Dict(items) => {
+                    for (k, child) in items {
+                        if let Value::Str(name) = k {
+                            walk(archive, &format!("{prefix}{name}."), child, out)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+        let mut out = StateDict::new();
+        walk(self, "", &self.root, &mut out)?;
+        if out.is_empty() {
+            return Err(CheckpointError::format(
+                &self.path,
+                "no tensors found in the module tree",
+            ));
+        }
+        Ok(out)
+    }
+
     /// The archive's root as a state dict of tensors (`torch.save(model.state_dict())`).
     pub fn state_dict(&self) -> Result<StateDict> {
         let Value::Dict(items) = &self.root else {

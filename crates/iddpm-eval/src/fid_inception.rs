@@ -303,13 +303,29 @@ impl FidInception {
         Tensor::cat(vec![b1, b3, bd, bp], 1)
     }
 
-    /// Pool3 features `[n, 2048]` of images `[n, 3, h, w]` in [0, 1] (row-major f32).
+    /// Pool3 features `[n, 2048]` of images `[n, 3, h, w]` in [0, 1] (row-major f32), with
+    /// pytorch-fid's preprocessing: half-pixel bilinear resize, then `2x − 1`.
     pub fn features(&self, images: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let s = INCEPTION_SIZE;
         let resized = bilinear_resize(images, n, 3, h, w, s, s, true);
         let x = Tensor::<4>::from_data(TensorData::new(resized, [n, 3, s, s]), &self.device)
             .mul_scalar(2.0)
             .sub_scalar(1.0);
+        self.pool3(x)
+    }
+
+    /// Pool3 features `[n, 2048]` of uint8 NHWC RGB images with NVIDIA's preprocessing (the
+    /// standard FID): TF-style bilinear resize to 299, then `(x − 128) / 128`.
+    pub fn features_uint8(&self, images: &[u8], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let s = INCEPTION_SIZE;
+        let resized = crate::resize::tf_resize_299(images, n, h, w);
+        let x = Tensor::<4>::from_data(TensorData::new(resized, [n, 3, s, s]), &self.device)
+            .sub_scalar(128.0)
+            .div_scalar(128.0);
+        self.pool3(x)
+    }
+
+    fn pool3(&self, x: Tensor<4>) -> Vec<f32> {
         let mut x = self.c(
             "Conv2d_2b_3x3",
             self.c("Conv2d_2a_3x3", self.c("Conv2d_1a_3x3", x)),

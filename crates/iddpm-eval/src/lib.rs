@@ -4,6 +4,7 @@
 pub mod fid_inception;
 pub mod frechet;
 pub mod manifold;
+pub mod nvidia_weights;
 pub mod resize;
 pub mod stats;
 

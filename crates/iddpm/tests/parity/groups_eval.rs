@@ -209,3 +209,56 @@ fn pytorch_fid_inception_features() {
     );
     assert_no_failures(group.finish());
 }
+
+/// Where the real FID weights are: `IDDPM_INCEPTION_WEIGHTS`, or `.cache/default_1.pt` in the
+/// workspace (what `.ci/run` downloads).
+fn real_inception_weights() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("IDDPM_INCEPTION_WEIGHTS") {
+        return Some(p.into());
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/default_1.pt");
+    p.exists().then_some(p)
+}
+
+/// The standard FID network with the real NVIDIA weights (`inception_real.*`, README §8).
+#[test]
+fn real_fid_inception_features() {
+    let dir = reference_dir();
+    if !dir.join("inception_real.safetensors").exists() {
+        return;
+    }
+    let Some(weights) = real_inception_weights() else {
+        // Weights are downloaded by .ci/run (where IDDPM_REQUIRE_INCEPTION=1 makes this fatal);
+        // tests themselves never download.
+        assert!(
+            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
+            "real Inception weights not found"
+        );
+        println!(
+            "parity group inception (real): SKIPPED, weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)"
+        );
+        return;
+    };
+    let dict = iddpm::eval::nvidia_weights::load_inception_weights(&weights).unwrap();
+    let net =
+        iddpm::eval::fid_inception::FidInception::from_state_dict(&dict, &crate::device()).unwrap();
+    let f = TensorFile::open(&dir, "inception_real.safetensors");
+    let mut group = Group::new("inception (real weights)");
+    for set in ["fmnist28", "fmnist32", "natural64"] {
+        let key = format!("{set}.images");
+        if !f.has(&key) {
+            continue;
+        }
+        let sh = f.shape(&key).to_vec();
+        let pixels: Vec<u8> = f.get(&key).iter().map(|&v| v as u8).collect();
+        let feats = net.features_uint8(&pixels, sh[0], sh[1], sh[2]);
+        let feats: Vec<f64> = feats.iter().map(|&v| v as f64).collect();
+        group.check(
+            &format!("{set}.features"),
+            &feats,
+            f.get(&format!("{set}.features")),
+            Tol::abs(1e-3),
+        );
+    }
+    assert_no_failures(group.finish());
+}
