@@ -33,6 +33,8 @@ enum Command {
     SuperResSample(Box<commands::super_res::SuperResArgs>),
     /// Bits/dim of a dataset under a model (the reference's image_nll.py).
     Nll(Box<commands::nll::NllArgs>),
+    /// FID, precision and recall of samples against a reference batch.
+    Eval(Box<commands::eval::EvalArgs>),
     /// Convert MNIST, Fashion-MNIST or CIFAR-10 files into an image folder.
     Data(commands::data::DataArgs),
     /// Turn a samples .npz into PNG files or a grid.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => commands::sample::run(args),
         Command::Nll(args) => commands::nll::run(args),
         Command::SuperResSample(args) => commands::super_res::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),

@@ -3,16 +3,27 @@
 //! d² = |μ₁ − μ₂|² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½. The trace of the matrix square root is
 //! computed from the symmetric matrix Σ₁^½ Σ₂ Σ₁^½, which has the same eigenvalues as Σ₁Σ₂:
 //! two symmetric eigendecompositions, stable for the nearly singular covariances of few
-//! samples (negative round-off eigenvalues are clamped to zero).
+//! samples (round-off eigenvalues are treated as zero).
 
 use nalgebra::{DMatrix, DVector};
 
 use crate::stats::FeatureStats;
 
+/// Eigenvalues below this (relative to the largest) are round-off of a rank-deficient matrix
+/// (e.g. a covariance of fewer samples than dimensions): their square roots would add a
+/// spurious positive bias, so they count as zero.
+fn noise_floor(eigenvalues: &DVector<f64>) -> f64 {
+    let max = eigenvalues.iter().cloned().fold(0.0, f64::max);
+    max * eigenvalues.len() as f64 * f64::EPSILON * 10.0
+}
+
 fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
     let sym = (m + m.transpose()) * 0.5;
     let eig = sym.symmetric_eigen();
-    let roots = eig.eigenvalues.map(|l| l.max(0.0).sqrt());
+    let floor = noise_floor(&eig.eigenvalues);
+    let roots = eig
+        .eigenvalues
+        .map(|l| if l > floor { l.sqrt() } else { 0.0 });
     &eig.eigenvectors * DMatrix::from_diagonal(&roots) * eig.eigenvectors.transpose()
 }
 

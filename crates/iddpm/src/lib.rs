@@ -13,6 +13,7 @@
 
 pub mod device;
 pub mod error;
+pub mod evaluate;
 pub mod io;
 pub mod model_and_diffusion;
 pub mod nll;

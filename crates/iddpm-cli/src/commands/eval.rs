@@ -1,0 +1,99 @@
+//! `iddpm eval`: FID, precision and recall (guided-diffusion's evaluator semantics).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use iddpm::evaluate::{evaluate, find_inception_weights};
+use iddpm::{parse_device, progress};
+
+/// Arguments of `iddpm eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Reference batch: an .npz (arr_0 uint8 [N, H, W, 3], or precomputed mu/sigma) or an image folder.
+    #[arg(long = "ref_batch", alias = "ref-batch")]
+    pub ref_batch: PathBuf,
+    /// Sample batch: an .npz (arr_0 uint8 [N, H, W, 3]) or an image folder.
+    #[arg(long = "sample_batch", alias = "sample-batch")]
+    pub sample_batch: PathBuf,
+    /// FID Inception weights (NVIDIA's inception-2015-12-05.pt, default_1.pt, or pytorch-fid's).
+    #[arg(long = "inception_path", alias = "inception-path")]
+    pub inception_path: Option<PathBuf>,
+    /// Images per Inception batch.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 50)]
+    pub batch_size: usize,
+    /// Where to write the results as JSON.
+    #[arg(long = "output", default_value = "eval_results.json")]
+    pub output: PathBuf,
+    /// flex (CPU) or cuda[:N].
+    #[arg(long = "device", default_value = "flex")]
+    pub device: String,
+}
+
+/// Prints FID, precision and recall and writes them as JSON.
+pub fn run(args: &EvalArgs) -> Result<(), String> {
+    // Bad inputs are reported before the weights are looked for or loaded.
+    iddpm::evaluate::load_batch(&args.sample_batch).map_err(|e| e.to_string())?;
+    if !args.ref_batch.exists() {
+        return Err(format!(
+            "--ref_batch {}: no such file or folder",
+            args.ref_batch.display()
+        ));
+    }
+    let weights =
+        find_inception_weights(args.inception_path.as_deref()).map_err(|e| e.to_string())?;
+    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let report = evaluate(
+        &weights,
+        &args.ref_batch,
+        &args.sample_batch,
+        args.batch_size,
+        &device,
+        &mut |which, done, total| {
+            if bar.as_ref().is_none_or(|(w, _)| w != which) {
+                if let Some((_, b)) = bar.take() {
+                    b.finish_and_clear();
+                }
+                bar = Some((
+                    which.to_string(),
+                    progress::bar(total as u64, &format!("features ({which})"), "images"),
+                ));
+            }
+            if let Some((_, b)) = &bar {
+                b.set_position(done as u64);
+            }
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x}"));
+    println!("FID: {:.4}", report.fid);
+    println!(
+        "Precision: {}",
+        report
+            .precision
+            .map_or("n/a (reference has statistics only)".into(), |p| format!(
+                "{p:.4}"
+            ))
+    );
+    println!(
+        "Recall: {}",
+        report.recall.map_or("n/a".into(), |r| format!("{r:.4}"))
+    );
+    let json = format!(
+        "{{\n  \"fid\": {},\n  \"precision\": {},\n  \"recall\": {},\n  \"num_ref\": {},\n  \"num_sample\": {},\n  \"ref_batch\": {:?},\n  \"sample_batch\": {:?},\n  \"inception_weights\": {:?}\n}}\n",
+        report.fid,
+        opt(report.precision),
+        opt(report.recall),
+        report.num_ref,
+        report.num_sample,
+        args.ref_batch.display().to_string(),
+        args.sample_batch.display().to_string(),
+        weights.display().to_string()
+    );
+    iddpm::checkpoint::write_atomic(&args.output, json.as_bytes()).map_err(|e| e.to_string())?;
+    println!("wrote {}", args.output.display());
+    Ok(())
+}

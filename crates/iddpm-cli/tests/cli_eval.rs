@@ -1,0 +1,196 @@
+//! `iddpm eval` end to end with the real FID weights, and its errors.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use iddpm::io::{NpyArray, NpyData, write_npz};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir()
+        .join(format!("iddpm-cli-eval-{}", std::process::id()))
+        .join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn weights() -> Option<PathBuf> {
+    std::env::var("IDDPM_INCEPTION_WEIGHTS")
+        .ok()
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/default_1.pt");
+            p.exists().then_some(p)
+        })
+}
+
+fn iddpm(args: &[&str]) -> (bool, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn npz(path: &PathBuf, shape: Vec<usize>, data: NpyData) {
+    write_npz(path, &[("arr_0", &NpyArray { shape, data })]).unwrap();
+}
+
+/// Stripes and checkerboards: two clearly different sets of 3 images of 16×16.
+fn sets(dir: &PathBuf) -> (PathBuf, PathBuf) {
+    let stripes: Vec<u8> = (0..3 * 16 * 16 * 3)
+        .map(|i| {
+            if (i / 3 / 2) % 2 == 0 {
+                255
+            } else {
+                (i % 7 * 30) as u8
+            }
+        })
+        .collect();
+    let checks: Vec<u8> = (0..3 * 16 * 16 * 3)
+        .map(|i| {
+            let p = i / 3;
+            if (p % 16 / 4 + p / 16 / 4) % 2 == 0 {
+                0
+            } else {
+                200 + (i % 5) as u8
+            }
+        })
+        .collect();
+    let (a, b) = (dir.join("a.npz"), dir.join("b.npz"));
+    npz(&a, vec![3, 16, 16, 3], NpyData::U8(stripes));
+    npz(&b, vec![3, 16, 16, 3], NpyData::U8(checks));
+    (a, b)
+}
+
+#[test]
+fn fid_precision_recall_between_two_sets() {
+    let Some(w) = weights() else {
+        assert!(
+            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
+            "real Inception weights not found"
+        );
+        println!("SKIPPED: FID weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)");
+        return;
+    };
+    let dir = tmp("ok");
+    let (a, b) = sets(&dir);
+    let out = dir.join("r.json");
+    let (ok, text) = iddpm(&[
+        "eval",
+        "--ref_batch",
+        a.to_str().unwrap(),
+        "--sample_batch",
+        b.to_str().unwrap(),
+        "--inception_path",
+        w.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let json = std::fs::read_to_string(&out).unwrap();
+    let fid: f64 = json
+        .lines()
+        .find(|l| l.contains("\"fid\""))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap();
+    assert!(fid > 1.0, "different sets must be far apart: {json}");
+    assert!(
+        json.contains("\"precision\"") && json.contains("\"recall\""),
+        "{json}"
+    );
+    // A set against itself: FID ≈ 0, precision = recall = 1.
+    let (ok, text) = iddpm(&[
+        "eval",
+        "--ref_batch",
+        a.to_str().unwrap(),
+        "--sample_batch",
+        a.to_str().unwrap(),
+        "--inception_path",
+        w.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let json = std::fs::read_to_string(&out).unwrap();
+    let fid: f64 = json
+        .lines()
+        .find(|l| l.contains("\"fid\""))
+        .unwrap()
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap();
+    assert!(fid.abs() < 1e-2, "{json}");
+    assert!(
+        json.contains("\"precision\": 1") && json.contains("\"recall\": 1"),
+        "{json}"
+    );
+}
+
+#[test]
+fn bad_batches_are_clear_errors() {
+    let dir = tmp("bad");
+    let (a, _) = sets(&dir);
+    let check = |sample: &PathBuf, needle: &str| {
+        let (ok, text) = iddpm(&[
+            "eval",
+            "--ref_batch",
+            a.to_str().unwrap(),
+            "--sample_batch",
+            sample.to_str().unwrap(),
+            "--inception_path",
+            "/nonexistent.pt",
+        ]);
+        assert!(
+            !ok && text.contains(needle) && !text.contains("panicked"),
+            "{needle}: {text}"
+        );
+    };
+    let floats = dir.join("floats.npz");
+    npz(&floats, vec![2, 4, 4, 3], NpyData::F32(vec![0.5; 96]));
+    check(&floats, "expected uint8");
+    let one = dir.join("one.npz");
+    npz(&one, vec![1, 4, 4, 3], NpyData::U8(vec![1; 48]));
+    check(&one, "at least 2");
+    let other = dir.join("other.npz");
+    write_npz(
+        &other,
+        &[(
+            "images",
+            &NpyArray {
+                shape: vec![2, 4, 4, 3],
+                data: NpyData::U8(vec![1; 96]),
+            },
+        )],
+    )
+    .unwrap();
+    check(&other, "no array named arr_0");
+    // Valid batches but no weights: the error says where to get them.
+    let (ok, text) = iddpm(&[
+        "eval",
+        "--ref_batch",
+        a.to_str().unwrap(),
+        "--sample_batch",
+        a.to_str().unwrap(),
+        "--inception_path",
+        "/nonexistent.pt",
+    ]);
+    assert!(!ok && text.contains("/nonexistent.pt"), "{text}");
+}
