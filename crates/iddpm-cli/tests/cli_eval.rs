@@ -1,6 +1,6 @@
 //! `iddpm eval` end to end with the real FID weights, and its errors.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use iddpm::io::{NpyArray, NpyData, write_npz};
@@ -39,12 +39,12 @@ fn iddpm(args: &[&str]) -> (bool, String) {
     )
 }
 
-fn npz(path: &PathBuf, shape: Vec<usize>, data: NpyData) {
+fn npz(path: &Path, shape: Vec<usize>, data: NpyData) {
     write_npz(path, &[("arr_0", &NpyArray { shape, data })]).unwrap();
 }
 
 /// Stripes and checkerboards: two clearly different sets of 3 images of 16×16.
-fn sets(dir: &PathBuf) -> (PathBuf, PathBuf) {
+fn sets(dir: &Path) -> (PathBuf, PathBuf) {
     let stripes: Vec<u8> = (0..3 * 16 * 16 * 3)
         .map(|i| {
             if (i / 3 / 2) % 2 == 0 {
