@@ -1,0 +1,67 @@
+//! FID Inception feature extraction (images/s at batch 50, 32×32 inputs resized to 299) with the
+//! reference set's pytorch-fid weights; with `IDDPM_TORCH_PYTHON`, pytorch-fid itself runs side
+//! by side (`bench/torch_inception.py`, checked against the reference first) and the ratio is
+//! printed. `cargo bench -p iddpm --bench inception` (`-- quick`: batch 10).
+
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use iddpm::diffusion::SeededNoise;
+use iddpm::eval::fid_inception::FidInception;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let (batch, reps) = if quick { (10, 2) } else { (50, 3) };
+    let dir = std::env::var("IDDPM_REFERENCE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference").to_string()
+    });
+    let weights = std::path::Path::new(&dir).join("fid_inception_random_f16.safetensors");
+    let dict = iddpm::checkpoint::load_state_dict(&weights)
+        .expect("the reference set's Inception weights");
+    let net = FidInception::from_state_dict(&dict, &Device::flex()).unwrap();
+    let images: Vec<f32> = SeededNoise::new(0)
+        .normal_vec(batch * 3 * 32 * 32)
+        .into_iter()
+        .map(|v| (v * 0.25 + 0.5).clamp(0.0, 1.0))
+        .collect();
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let start = Instant::now();
+        let f = net.features(&images, batch, 32, 32);
+        assert_eq!(f.len(), batch * 2048);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut times = if times.len() > 1 {
+        times[1..].to_vec()
+    } else {
+        times
+    };
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let ours = times[times.len() / 2];
+    println!(
+        "iddpm Inception: batch {batch}: {ours:.0} ms, {:.2} images/s",
+        batch as f64 * 1e3 / ours
+    );
+    if let Ok(py) = std::env::var("IDDPM_TORCH_PYTHON") {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/torch_inception.py"
+        );
+        let out = Command::new(py)
+            .args([script, &dir, &batch.to_string(), &reps.to_string()])
+            .output()
+            .expect("run python");
+        match String::from_utf8_lossy(&out.stdout).trim().parse::<f64>() {
+            Ok(theirs) => println!(
+                "pytorch-fid: batch {batch}: {theirs:.0} ms, {:.2} images/s; iddpm / PyTorch time x{:.2}",
+                batch as f64 * 1e3 / theirs,
+                ours / theirs
+            ),
+            Err(_) => eprintln!(
+                "the PyTorch run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
