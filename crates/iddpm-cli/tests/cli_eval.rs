@@ -70,6 +70,36 @@ fn sets(dir: &Path) -> (PathBuf, PathBuf) {
     (a, b)
 }
 
+/// Runs `iddpm eval` and returns the JSON it wrote and its FID.
+fn eval_json(weights: &Path, reference: &Path, samples: &Path, out: &Path) -> (String, f64) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = [
+        "eval".to_string(),
+        "--ref_batch".into(),
+        s(reference),
+        "--sample_batch".into(),
+        s(samples),
+        "--inception_path".into(),
+        s(weights),
+        "--output".into(),
+        s(out),
+    ];
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = iddpm(&refs);
+    assert!(ok, "{text}");
+    let json = std::fs::read_to_string(out).unwrap();
+    let line = json.lines().find(|l| l.contains("\"fid\"")).unwrap();
+    let fid = line
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .unwrap();
+    (json, fid)
+}
+
 #[test]
 fn fid_precision_recall_between_two_sets() {
     let Some(w) = weights() else {
@@ -83,60 +113,14 @@ fn fid_precision_recall_between_two_sets() {
     let dir = tmp("ok");
     let (a, b) = sets(&dir);
     let out = dir.join("r.json");
-    let (ok, text) = iddpm(&[
-        "eval",
-        "--ref_batch",
-        a.to_str().unwrap(),
-        "--sample_batch",
-        b.to_str().unwrap(),
-        "--inception_path",
-        w.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    let json = std::fs::read_to_string(&out).unwrap();
-    let fid: f64 = json
-        .lines()
-        .find(|l| l.contains("\"fid\""))
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap();
+    let (json, fid) = eval_json(&w, &a, &b, &out);
     assert!(fid > 1.0, "different sets must be far apart: {json}");
     assert!(
         json.contains("\"precision\"") && json.contains("\"recall\""),
         "{json}"
     );
     // A set against itself: FID ≈ 0, precision = recall = 1.
-    let (ok, text) = iddpm(&[
-        "eval",
-        "--ref_batch",
-        a.to_str().unwrap(),
-        "--sample_batch",
-        a.to_str().unwrap(),
-        "--inception_path",
-        w.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}");
-    let json = std::fs::read_to_string(&out).unwrap();
-    let fid: f64 = json
-        .lines()
-        .find(|l| l.contains("\"fid\""))
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .unwrap();
+    let (json, fid) = eval_json(&w, &a, &a, &out);
     assert!(fid.abs() < 1e-2, "{json}");
     assert!(
         json.contains("\"precision\": 1") && json.contains("\"recall\": 1"),
