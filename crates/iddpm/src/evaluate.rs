@@ -194,20 +194,9 @@ fn stats_from_npz(arrays: &[(String, NpyArray)]) -> Option<FeatureStats> {
     if sigma.shape != [d, d] {
         return None;
     }
-    let f64s = |a: &NpyArray| match &a.data {
-        NpyData::F64(v) => v.clone(),
-        other => NpyArray {
-            shape: a.shape.clone(),
-            data: other.clone(),
-        }
-        .to_f32()
-        .into_iter()
-        .map(f64::from)
-        .collect(),
-    };
     Some(FeatureStats {
-        mu: nalgebra::DVector::from_vec(f64s(mu)),
-        sigma: nalgebra::DMatrix::from_row_slice(d, d, &f64s(sigma)),
+        mu: nalgebra::DVector::from_vec(mu.to_f64()),
+        sigma: nalgebra::DMatrix::from_row_slice(d, d, &sigma.to_f64()),
     })
 }
 

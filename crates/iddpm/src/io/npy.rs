@@ -51,6 +51,17 @@ impl NpyArray {
         }
     }
 
+    /// Values as f64 (exact for every stored type).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match &self.data {
+            NpyData::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            NpyData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            NpyData::F64(v) => v.clone(),
+            NpyData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            NpyData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+
     /// Integer values, if the array holds integers.
     pub fn to_i64(&self) -> Option<Vec<i64>> {
         match &self.data {

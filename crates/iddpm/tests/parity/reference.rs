@@ -1,4 +1,3 @@
-#![allow(dead_code)] // helpers used by some groups only
 //! Reading a reference-vector directory (see `shared/reference/README.md`) and comparing
 //! tensors with tolerances, reporting per group how much was checked.
 
@@ -214,11 +213,6 @@ impl Group {
 
     pub fn check(&mut self, what: &str, got: &[f64], want: &[f64], tol: Tol) {
         self.check_with(what, got, want, |_| tol);
-    }
-
-    pub fn check_f32(&mut self, what: &str, got: &[f32], want: &[f64], tol: Tol) {
-        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-        self.check(what, &got, want, tol);
     }
 
     pub fn check_usize(&mut self, what: &str, got: &[usize], want: &[usize]) {
