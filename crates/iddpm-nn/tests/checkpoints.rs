@@ -23,14 +23,16 @@ fn model(flags: &ModelFlags) -> UNetModel {
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iddpm-nn-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    path
 }
 
 #[test]
 fn saved_weights_load_back_identically() {
     let mut a = model(&small_flags());
-    let path = tmp("roundtrip.safetensors");
+    // Its own folder: other tests write (and briefly hold temporary files) in the shared one.
+    let path = tmp("roundtrip/model.safetensors");
     save_weights(&mut a, &path).unwrap();
     let mut b = model(&small_flags());
     assert_ne!(
@@ -174,7 +176,7 @@ fn pickles_that_would_run_code_are_refused() {
 #[test]
 fn writing_into_a_missing_directory_fails_without_leftovers() {
     let dict = StateDict::new();
-    let path = tmp("no/such/dir/x.safetensors");
+    let path = tmp("absent").join("such/dir/x.safetensors");
     let err = write_safetensors(&path, &dict, &[])
         .unwrap_err()
         .to_string();
