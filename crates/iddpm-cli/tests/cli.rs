@@ -187,6 +187,28 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
     );
     check(with_model(&["--timestep_respacing", "ddim99"]), "ddim99");
     check(with_model(&["--learn_sigma", "maybe"]), "maybe");
+    // Mixed precision is for CUDA devices; asked for on the CPU it is refused up front.
+    let train_dir = out.join("train");
+    check(
+        vec![
+            "train",
+            "--use_fp16",
+            "True",
+            "--log_dir",
+            train_dir.to_str().unwrap(),
+        ],
+        "--use_fp16 True needs a CUDA device",
+    );
+    check(
+        vec![
+            "train",
+            "--fp16_scale_growth",
+            "-1",
+            "--log_dir",
+            train_dir.to_str().unwrap(),
+        ],
+        "--fp16_scale_growth -1",
+    );
     let blocker = out.join("a-file");
     std::fs::write(&blocker, b"x").unwrap();
     let nested = blocker.join("sub");

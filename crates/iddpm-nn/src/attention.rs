@@ -2,9 +2,9 @@
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
-use crate::layers::{Conv1x1, GroupNorm};
+use crate::layers::{Conv1x1, GroupNorm, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
 
 /// Multi-head self-attention over all positions, with a residual connection.
@@ -43,7 +43,10 @@ impl AttentionBlock {
         let q = qkv.clone().narrow(1, 0, d).mul_scalar(scale);
         let k = qkv.clone().narrow(1, d, d).mul_scalar(scale);
         let v = qkv.narrow(1, 2 * d, d);
-        let weight = softmax(q.swap_dims(1, 2).matmul(k), 2); // [N, T(query), S(key)]
+        let logits = q.swap_dims(1, 2).matmul(k); // [N, T(query), S(key)]
+        let dtype = logits.dtype();
+        // The softmax runs in f32 even when the torso runs in f16.
+        let weight = to_dtype(softmax(to_dtype(logits, DType::F32), 2), dtype);
         let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, T]
         let out: Tensor<3> = out.reshape([b, c, t]);
         let out = self.proj_out.forward(out);

@@ -3,7 +3,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor};
 
 use crate::params::{ParamVisitor, VisitParams};
 
@@ -19,6 +19,16 @@ fn uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) ->
         Distribution::Uniform(-bound, bound),
         device,
     ))
+}
+
+/// `x` in `dtype` (no operation when it already is). Mixed precision runs the UNet's torso in
+/// f16 while parameters stay f32: each layer casts at use, and autodiff casts gradients back.
+pub fn to_dtype<const D: usize>(x: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(FloatDType::from(dtype))
+    }
 }
 
 /// A trainable parameter of zeros shaped like `like` (a fresh leaf that requires gradients).
@@ -66,12 +76,13 @@ impl Conv2d {
         }
     }
 
-    /// `[B, in, H, W] -> [B, out, H', W']`.
+    /// `[B, in, H, W] -> [B, out, H', W']`, computed in x's precision.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let dtype = x.dtype();
         conv2d(
             x,
-            self.weight.val(),
-            Some(self.bias.val()),
+            to_dtype(self.weight.val(), dtype),
+            Some(to_dtype(self.bias.val(), dtype)),
             ConvOptions::new(
                 [self.stride, self.stride],
                 [self.padding, self.padding],
@@ -117,11 +128,12 @@ impl Conv1x1 {
         }
     }
 
-    /// `[B, in, T] -> [B, out, T]`.
+    /// `[B, in, T] -> [B, out, T]`, computed in x's precision.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [out, _] = self.weight.val().dims();
-        let w: Tensor<3> = self.weight.val().unsqueeze();
-        w.matmul(x) + self.bias.val().reshape([1, out, 1])
+        let dtype = x.dtype();
+        let w: Tensor<3> = to_dtype(self.weight.val(), dtype).unsqueeze();
+        w.matmul(x) + to_dtype(self.bias.val(), dtype).reshape([1, out, 1])
     }
 }
 
@@ -184,8 +196,11 @@ impl GroupNorm {
         }
     }
 
-    /// Normalises `[B, C, ...]` over groups of C/32 channels and all positions.
+    /// Normalises `[B, C, ...]` over groups of C/32 channels and all positions; always in f32,
+    /// returned in x's precision (as the reference's `GroupNorm32`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x = to_dtype(x, DType::F32);
         let dims = x.dims();
         let (batch, channels) = (dims[0], dims[1]);
         let grouped: Tensor<3> = x.reshape([batch as i64, NORM_GROUPS as i64, -1]);
@@ -196,7 +211,8 @@ impl GroupNorm {
         let normed: Tensor<D> = normed.reshape(dims);
         let mut affine = [1usize; D];
         affine[1] = channels;
-        normed * self.weight.val().reshape(affine) + self.bias.val().reshape(affine)
+        let out = normed * self.weight.val().reshape(affine) + self.bias.val().reshape(affine);
+        to_dtype(out, dtype)
     }
 }
 

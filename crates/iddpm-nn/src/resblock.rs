@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
-use crate::layers::{Conv2d, GroupNorm, Linear};
+use crate::layers::{Conv2d, GroupNorm, Linear, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
 
 /// GN → SiLU → conv, plus the embedding (added, or as a FiLM scale and shift of the second
@@ -53,7 +53,8 @@ impl ResBlock {
     /// `x: [B, C, H, W]`, `emb: [B, E]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let h = self.in_conv.forward(silu(self.in_norm.forward(x.clone())));
-        let emb_out = self.emb_linear.forward(silu(emb));
+        // The embedding projection stays in f32; its output joins h in h's precision.
+        let emb_out = to_dtype(self.emb_linear.forward(silu(emb)), h.dtype());
         let [b, e] = emb_out.dims();
         let emb_out: Tensor<4> = emb_out.reshape([b, e, 1, 1]);
         let h = if self.use_scale_shift_norm {

@@ -4,11 +4,11 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::attention::AttentionBlock;
 use crate::config::UNetConfig;
-use crate::layers::{Conv2d, Embedding, GroupNorm, Linear};
+use crate::layers::{Conv2d, Embedding, GroupNorm, Linear, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
 use crate::resample::{Downsample, Upsample};
 use crate::resblock::ResBlock;
@@ -111,6 +111,7 @@ pub struct UNetModel {
     out_norm: GroupNorm,
     out_conv: Conv2d,
     model_channels: usize,
+    torso_f16: bool,
 }
 
 impl UNetModel {
@@ -188,7 +189,23 @@ impl UNetModel {
             out_norm: GroupNorm::new(ch, device),
             out_conv: Conv2d::new(mc, config.out_channels, 3, 1, 1, device).zeroed(),
             model_channels: mc,
+            torso_f16: false,
         }
+    }
+
+    /// Runs the torso (input, middle and output blocks) in f16, as the reference's
+    /// `convert_to_fp16` does for mixed-precision training; `false` restores f32.
+    ///
+    /// Parameters stay f32 (they are the master weights): convolutions cast theirs to f16 at
+    /// use, group norms and the attention softmax compute in f32, the timestep embedding and the
+    /// output layers stay f32. Gradients reach the f32 parameters through the casts.
+    pub fn set_torso_f16(&mut self, enabled: bool) {
+        self.torso_f16 = enabled;
+    }
+
+    /// Whether the torso runs in f16 ([`set_torso_f16`](Self::set_torso_f16)).
+    pub fn torso_f16(&self) -> bool {
+        self.torso_f16
     }
 
     /// Whether the network takes class labels.
@@ -240,7 +257,12 @@ impl UNetModel {
             t.emb = Some(emb.clone());
         }
         let mut skips = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x;
+        let out_dtype = x.dtype();
+        let mut h = if self.torso_f16 {
+            to_dtype(x, DType::F16)
+        } else {
+            x
+        };
         for block in &self.input_blocks {
             h = block.forward(h, &emb);
             skips.push(h.clone());
@@ -261,6 +283,7 @@ impl UNetModel {
                 t.output_blocks.push(h.clone());
             }
         }
+        let h = to_dtype(h, out_dtype);
         self.out_conv.forward(silu(self.out_norm.forward(h)))
     }
 }

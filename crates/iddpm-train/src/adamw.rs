@@ -77,7 +77,8 @@ impl AdamW {
     }
 
     /// Restores moments saved by [`state_dict`](Self::state_dict); returns the names of
-    /// parameters without saved moments.
+    /// parameters without saved moments (none are expected before the first update, e.g. when
+    /// every mixed-precision step so far overflowed).
     pub fn load_state_dict(
         &mut self,
         dict: &StateDict,
@@ -101,7 +102,8 @@ impl AdamW {
                     };
                     self.moments.insert(name.clone(), (t(m), t(v)));
                 }
-                _ => missing.push(name.clone()),
+                _ if step > 0 => missing.push(name.clone()),
+                _ => {}
             }
         }
         self.step = step;

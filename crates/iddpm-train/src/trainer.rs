@@ -85,7 +85,19 @@ pub struct TrainOptions {
     pub small_size: Option<usize>,
     /// Do not print the log table.
     pub quiet: bool,
+    /// Mixed precision (`--use_fp16`): the UNet's torso computes in f16, the f32 parameters
+    /// are the master weights, and the loss is scaled by 2^lg_loss_scale before the backward
+    /// pass (dynamic loss scaling). Meant for CUDA devices; on a CPU f16 is only slower.
+    pub use_fp16: bool,
+    /// Added to lg_loss_scale after every step without overflow (`--fp16_scale_growth`).
+    pub fp16_scale_growth: f64,
+    /// lg_loss_scale at the start of a run (the reference's 20).
+    pub initial_lg_loss_scale: f64,
 }
+
+/// The reference's starting log2 loss scale: big enough that small f16 gradients do not
+/// underflow, and it falls by one at each overflow.
+pub const INITIAL_LG_LOSS_SCALE: f64 = 20.0;
 
 impl Default for TrainOptions {
     fn default() -> Self {
@@ -106,6 +118,9 @@ impl Default for TrainOptions {
             preview_steps: 25,
             small_size: None,
             quiet: false,
+            use_fp16: false,
+            fp16_scale_growth: 1e-3,
+            initial_lg_loss_scale: INITIAL_LG_LOSS_SCALE,
         }
     }
 }
@@ -146,8 +161,13 @@ pub struct StepReport {
     pub step: u64,
     /// Mean (unweighted) loss of the batch.
     pub loss: f64,
-    /// Global gradient norm.
+    /// Global gradient norm (of the unscaled gradients; 0 for a skipped step).
     pub grad_norm: f64,
+    /// Mixed precision only: the gradients overflowed, so the parameters and EMAs were left as
+    /// they were and the loss scale was halved.
+    pub skipped: bool,
+    /// Mixed precision only: log2 of the loss scale for the next step.
+    pub lg_loss_scale: Option<f64>,
 }
 
 /// A training run in progress.
@@ -171,6 +191,7 @@ pub struct Trainer<'d> {
     preview_model: Option<UNetModel>,
     names: Vec<(String, Vec<usize>)>,
     resolution: usize,
+    lg_loss_scale: f64,
 }
 
 fn rng_at(seed: u64, word_pos: u128) -> ChaCha8Rng {
@@ -244,6 +265,7 @@ impl<'d> Trainer<'d> {
             device.clone().autodiff()
         };
         let mut model = UNetModel::new(&unet_config, &train_device);
+        model.set_torso_f16(opts.use_fp16);
         let names = param_names(&mut model);
         let mut flats = Vec::new();
         for_each_param(&mut model, |_, name, p| {
@@ -283,6 +305,7 @@ impl<'d> Trainer<'d> {
             preview_model: None,
             names,
             resolution,
+            lg_loss_scale: opts.initial_lg_loss_scale,
             opts,
         })
     }
@@ -335,6 +358,11 @@ impl<'d> Trainer<'d> {
         };
         let mut acc: Vec<Option<Tensor<1>>> = Vec::new();
         let mut loss_sum = 0.0;
+        let loss_scale = if self.opts.use_fp16 {
+            self.lg_loss_scale.exp2()
+        } else {
+            1.0
+        };
         let t_total = self.diffusion.num_timesteps();
         let mut start = 0;
         while start < b {
@@ -397,8 +425,11 @@ impl<'d> Trainer<'d> {
             }
             loss_sum += per_sample.iter().sum::<f64>();
             let w = Tensor::<1>::from_data(TensorData::new(weights, [m]), &self.train_device);
-            // Scaled so that the accumulated gradient is the full batch's mean.
-            let loss = (losses.loss * w).mean().mul_scalar(m as f32 / b as f32);
+            // Scaled so that the accumulated gradient is the full batch's mean (times the loss
+            // scale of mixed precision, undone below).
+            let loss = (losses.loss * w)
+                .mean()
+                .mul_scalar((m as f64 / b as f64 * loss_scale) as f32);
             let grads = loss.backward();
             if acc.is_empty() {
                 for_each_param(&mut self.model, |_, _, _| acc.push(None));
@@ -418,12 +449,36 @@ impl<'d> Trainer<'d> {
         for g in acc.iter().flatten() {
             sq.push((g.clone() * g.clone()).sum());
         }
-        let grad_norm = if sq.is_empty() {
+        let scaled_norm = if sq.is_empty() {
             0.0
         } else {
             let total: f32 = Tensor::cat(sq, 0).sum().into_scalar();
             (total as f64).sqrt()
         };
+        let loss = loss_sum / b as f64;
+        if self.opts.use_fp16 {
+            self.logger.log("lg_loss_scale", self.lg_loss_scale);
+            // A gradient that overflowed f16 makes the squared norm inf or NaN (finite f16
+            // values cannot overflow it in f32): skip the update and halve the scale.
+            if !scaled_norm.is_finite() {
+                self.lg_loss_scale -= 1.0;
+                self.step += 1;
+                self.loss_points.push((self.step as f64, loss));
+                self.log_step_counts(b, lr);
+                return Ok(StepReport {
+                    step: self.step,
+                    loss,
+                    grad_norm: 0.0,
+                    skipped: true,
+                    lg_loss_scale: Some(self.lg_loss_scale),
+                });
+            }
+            let unscale = (1.0 / loss_scale) as f32;
+            for g in acc.iter_mut().flatten() {
+                *g = g.clone().mul_scalar(unscale);
+            }
+        }
+        let grad_norm = scaled_norm / loss_scale;
         self.opt.begin_step();
         let opt = &mut self.opt;
         let mut new_flats = Vec::with_capacity(acc.len());
@@ -440,17 +495,32 @@ impl<'d> Trainer<'d> {
             ema.update(&new_flats);
         }
         self.step += 1;
-        let loss = loss_sum / b as f64;
         self.loss_points.push((self.step as f64, loss));
         self.logger.log_mean("grad_norm", grad_norm);
-        self.logger.log("step", self.step as f64);
-        self.logger.log("samples", (self.step * b as u64) as f64);
-        self.logger.log("lr", lr);
+        self.log_step_counts(b, lr);
+        let lg_loss_scale = self.opts.use_fp16.then(|| {
+            self.lg_loss_scale += self.opts.fp16_scale_growth;
+            self.lg_loss_scale
+        });
         Ok(StepReport {
             step: self.step,
             loss,
             grad_norm,
+            skipped: false,
+            lg_loss_scale,
         })
+    }
+
+    fn log_step_counts(&mut self, batch: usize, lr: f64) {
+        self.logger.log("step", self.step as f64);
+        self.logger
+            .log("samples", (self.step * batch as u64) as f64);
+        self.logger.log("lr", lr);
+    }
+
+    /// log2 of the current loss scale (meaningful with `use_fp16`).
+    pub fn lg_loss_scale(&self) -> f64 {
+        self.lg_loss_scale
     }
 
     /// Writes the averaged logs of the last interval.
@@ -494,6 +564,8 @@ impl<'d> Trainer<'d> {
             ("loader_seed", ls.seed.to_string()),
             ("loader_epoch", ls.epoch.to_string()),
             ("loader_position", ls.position.to_string()),
+            // Exact bits, so that a resumed run scales its losses identically.
+            ("lg_loss_scale", self.lg_loss_scale.to_bits().to_string()),
         ];
         let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
         write_safetensors(
@@ -661,6 +733,10 @@ impl<'d> Trainer<'d> {
                 position: get("loader_position")? as u64,
             };
             self.loader = BatchLoader::resume(self.loader.data(), self.opts.batch_size, state)?;
+            // Older checkpoints (and f32 runs resumed with --use_fp16) start from the default.
+            if let Ok(bits) = get("lg_loss_scale") {
+                self.lg_loss_scale = f64::from_bits(bits as u64);
+            }
             if let (TimestepSampler::LossSecondMoment(r), Some(h), Some(c)) = (
                 &mut self.sampler,
                 dict.get("__resampler__.loss_history"),

@@ -259,3 +259,166 @@ fn bad_options_are_rejected_before_training() {
         .to_string();
     assert!(err.contains("fewer than --batch_size 9"), "{err}");
 }
+
+// Mixed precision (`--use_fp16`): the torso runs in f16 with dynamic loss scaling.
+
+fn fp16_options(name: &str, initial_lg_loss_scale: f64) -> TrainOptions {
+    TrainOptions {
+        use_fp16: true,
+        initial_lg_loss_scale,
+        ..options(name)
+    }
+}
+
+/// A fresh network's weights with its zero-initialised layers filled in: otherwise the first
+/// steps send no gradient into the torso, where f16 is used.
+fn init_without_zeros(data: &InMemoryDataset, name: &str) -> StateDict {
+    let fresh = state_dict_of(
+        Trainer::new(
+            tiny_net(),
+            diffusion(),
+            data,
+            options(name),
+            &Device::flex(),
+        )
+        .unwrap()
+        .model_mut(),
+    );
+    let mut init = StateDict::new();
+    for (key, e) in fresh.iter() {
+        let mut values = e.values.clone();
+        if values.iter().all(|&v| v == 0.0) && key.ends_with("weight") {
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = 0.05 * ((i * 7919 % 1000) as f32 / 500.0 - 1.0);
+            }
+        }
+        init.insert(key, e.shape.clone(), values);
+    }
+    init
+}
+
+#[test]
+fn a_mixed_precision_step_tracks_the_f32_step() {
+    let data = data(16);
+    let init = init_without_zeros(&data, "fp16-init");
+    let mut full = trainer_from(&init, &data, options("fp16-ref"));
+    // A small model has large per-element gradients: 2^10 keeps them well inside f16's range.
+    let mut mixed = trainer_from(&init, &data, fp16_options("fp16-mixed", 10.0));
+    let before = params(&mut full);
+    let mut after_first = None;
+    for step in 0..3 {
+        let a = full.run_step().unwrap();
+        let b = mixed.run_step().unwrap();
+        assert!(!b.skipped, "step {step}: 2^10 should not overflow here");
+        // The reported norm is of the unscaled gradients: without unscaling it would be 2^10
+        // times larger.
+        let rel = (a.grad_norm - b.grad_norm).abs() / a.grad_norm;
+        eprintln!(
+            "step {step}: loss {:.5} vs {:.5}, grad norm {:.5} vs {:.5}",
+            a.loss, b.loss, a.grad_norm, b.grad_norm
+        );
+        // From the same weights they agree to f16's resolution; afterwards the runs drift
+        // apart a little (Adam turns tiny gradient differences into steps of about lr).
+        let tol = if step == 0 { 5e-3 } else { 1e-1 };
+        assert!(
+            rel < tol,
+            "step {step}: grad norm {} vs {}",
+            a.grad_norm,
+            b.grad_norm
+        );
+        assert!((a.loss - b.loss).abs() < tol * a.loss);
+        let want = 10.0 + 1e-3 * (step + 1) as f64;
+        assert!((b.lg_loss_scale.unwrap() - want).abs() < 1e-9);
+        if step == 0 {
+            after_first = Some((params(&mut full), params(&mut mixed)));
+        }
+    }
+    // Adam's first step moves every parameter by about lr in the direction of its gradient's
+    // sign, whatever the gradient's size: only parameters whose gradient is within f16's
+    // error of zero may move differently.
+    let (p_full, p_mixed) = after_first.unwrap();
+    let moved = max_diff(&before, &p_full);
+    let apart = p_full
+        .iter()
+        .zip(&p_mixed)
+        .filter(|(a, b)| (*a - *b).abs() > 0.25 * moved)
+        .count() as f64
+        / p_full.len() as f64;
+    eprintln!(
+        "after one step: largest move {moved:.3e}, {:.3}% of parameters apart by > move/4",
+        100.0 * apart
+    );
+    assert!(
+        apart < 0.01,
+        "{:.2}% of parameters moved apart",
+        100.0 * apart
+    );
+}
+
+#[test]
+fn an_overflow_skips_the_update_and_halves_the_loss_scale() {
+    let data = data(8);
+    // 2^40 times any sizeable gradient is far beyond f16's largest value, 65504.
+    let init = init_without_zeros(&data, "fp16-overflow-init");
+    let mut t = trainer_from(&init, &data, fp16_options("fp16-overflow", 40.0));
+    let before = params(&mut t);
+    let ema_before = ema_values(&t);
+    let r = t.run_step().unwrap();
+    assert!(r.skipped);
+    assert_eq!(
+        r.step, 1,
+        "a skipped step still counts, as in the reference"
+    );
+    assert_eq!(r.lg_loss_scale, Some(39.0));
+    assert_eq!(params(&mut t), before, "no update on overflow");
+    assert_eq!(ema_values(&t), ema_before, "no EMA update on overflow");
+    // The scale keeps falling until the gradients fit, then training proceeds.
+    let mut skipped = 1;
+    let first_update = loop {
+        let r = t.run_step().unwrap();
+        if !r.skipped {
+            break r;
+        }
+        skipped += 1;
+        assert!(skipped < 40, "the loss scale never came down");
+    };
+    let lg = first_update.lg_loss_scale.unwrap();
+    assert!(
+        (lg - (40.0 - skipped as f64 + 1e-3)).abs() < 1e-9,
+        "lg_loss_scale {lg}"
+    );
+    assert!(first_update.grad_norm.is_finite() && first_update.grad_norm > 0.0);
+    assert!(
+        max_diff(&before, &params(&mut t)) > 1e-4,
+        "the update happened"
+    );
+}
+
+#[test]
+fn a_resumed_mixed_precision_run_keeps_its_loss_scale() {
+    let data = data(24);
+    let init = init_without_zeros(&data, "fp16-resume-init");
+    // Starting high, the first steps overflow and lower the scale: the resumed run must carry
+    // on from the lowered scale, not from the initial one.
+    let mut straight = trainer_from(&init, &data, fp16_options("fp16-straight", 24.0));
+    for _ in 0..6 {
+        straight.run_step().unwrap();
+    }
+    let split = fp16_options("fp16-split", 24.0);
+    let mut first = trainer_from(&init, &data, split.clone());
+    for _ in 0..3 {
+        first.run_step().unwrap();
+    }
+    let lg_saved = first.lg_loss_scale();
+    let path = first.save().unwrap();
+    drop(first);
+    let mut second = Trainer::new(tiny_net(), diffusion(), &data, split, &Device::flex()).unwrap();
+    second.resume(&path).unwrap();
+    assert_eq!(second.lg_loss_scale(), lg_saved);
+    for _ in 0..3 {
+        second.run_step().unwrap();
+    }
+    assert_eq!(second.lg_loss_scale(), straight.lg_loss_scale());
+    let d = max_diff(&params(&mut straight), &params(&mut second));
+    assert!(d < 1e-6, "resumed parameters differ by {d}");
+}

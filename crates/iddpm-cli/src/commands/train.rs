@@ -63,11 +63,12 @@ pub struct TrainArgs {
     /// Mixed precision (CUDA only).
     #[arg(long = "use_fp16", alias = "use-fp16", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
     pub use_fp16: bool,
-    /// Loss-scale growth of fp16 training (accepted for compatibility).
+    /// Added to the log2 loss scale after each fp16 step without overflow.
     #[arg(
         long = "fp16_scale_growth",
         alias = "fp16-scale-growth",
-        default_value_t = 1e-3
+        default_value_t = 1e-3,
+        allow_negative_numbers = true
     )]
     pub fp16_scale_growth: f64,
     /// Timestep sampler: uniform or loss-second-moment.
@@ -127,12 +128,17 @@ fn default_log_dir() -> PathBuf {
 /// save a checkpoint first).
 pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
     if args.use_fp16 && !args.device.starts_with("cuda") {
-        return Err(
-            "--use_fp16 True needs a CUDA device (--device cuda); on the CPU train in f32".into(),
-        );
+        return Err(format!(
+            "--use_fp16 True needs a CUDA device (--device cuda), not --device {}: \
+             f16 on the CPU is slower than f32; train in f32",
+            args.device
+        ));
     }
-    if args.use_fp16 {
-        return Err("--use_fp16 True: mixed precision is not implemented yet; train in f32".into());
+    if args.fp16_scale_growth.is_nan() || args.fp16_scale_growth < 0.0 {
+        return Err(format!(
+            "--fp16_scale_growth {} must be zero or positive",
+            args.fp16_scale_growth
+        ));
     }
     let device = parse_device(&args.device).map_err(|e| e.to_string())?;
     let size = if super_res {
@@ -215,6 +221,9 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         preview_steps: args.preview_steps,
         small_size,
         quiet: true,
+        use_fp16: args.use_fp16,
+        fp16_scale_growth: args.fp16_scale_growth,
+        ..TrainOptions::default()
     };
     let mut trainer = Trainer::new(
         unet,
@@ -262,6 +271,15 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             break;
         }
         let report = trainer.run_step().map_err(|e| e.to_string())?;
+        if report.skipped {
+            bar.suspend(|| {
+                eprintln!(
+                    "step {}: f16 gradients overflowed; update skipped, lg_loss_scale now {:.3}",
+                    report.step,
+                    report.lg_loss_scale.unwrap_or_default()
+                )
+            });
+        }
         bar.set_position(report.step);
         let secs = started.elapsed().as_secs_f64();
         let images = (report.step - first_step) as f64 * args.batch_size as f64;
