@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-use image::{DynamicImage, RgbImage};
+use image::{ColorType, DynamicImage};
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
+use crate::pil_resize::{Filter, Pixels, premultiply_alpha, resize, unpremultiply_alpha};
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "gif"];
 
@@ -41,56 +41,213 @@ pub fn class_name(path: &Path) -> String {
     name.split('_').next().unwrap_or("").to_string()
 }
 
+/// How Pillow would hold a decoded file, which decides how the reference resizes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilMode {
+    /// `"1"`: one-bit images, resized nearest-neighbour.
+    Bilevel,
+    /// `"L"`: greyscale.
+    Grey,
+    /// `"LA"`: greyscale with alpha, resized with premultiplied alpha.
+    GreyAlpha,
+    /// `"RGB"`.
+    Rgb,
+    /// `"RGBA"`, resized with premultiplied alpha.
+    Rgba,
+    /// `"P"`: palette images (PNG colour type 3, most GIFs), resized nearest-neighbour.
+    Palette,
+}
+
+impl PilMode {
+    /// The mode of a decoded image when nothing else is known about its file.
+    pub fn of(img: &DynamicImage) -> Self {
+        match img.color() {
+            ColorType::L8 | ColorType::L16 => PilMode::Grey,
+            ColorType::La8 | ColorType::La16 => PilMode::GreyAlpha,
+            ColorType::Rgba8 | ColorType::Rgba16 | ColorType::Rgba32F => PilMode::Rgba,
+            _ => PilMode::Rgb,
+        }
+    }
+
+    /// The mode Pillow gives `bytes` (a PNG or GIF file), refining [`PilMode::of`].
+    pub fn of_file(bytes: &[u8], img: &DynamicImage) -> Self {
+        let decoded = Self::of(img);
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 25 {
+            // IHDR: bit depth at byte 24, colour type at byte 25.
+            return match (bytes[25], bytes[24]) {
+                (3, _) => PilMode::Palette,
+                (0, 1) => PilMode::Bilevel,
+                _ => decoded,
+            };
+        }
+        if bytes.starts_with(b"GIF8") {
+            return if gif_palette_is_needed(bytes) {
+                PilMode::Palette
+            } else {
+                PilMode::Grey
+            };
+        }
+        decoded
+    }
+
+    fn channels(self) -> usize {
+        match self {
+            PilMode::Bilevel | PilMode::Grey => 1,
+            PilMode::GreyAlpha => 2,
+            PilMode::Rgb | PilMode::Palette => 3,
+            PilMode::Rgba => 4,
+        }
+    }
+}
+
+/// Whether Pillow keeps a GIF's first frame as a palette image: it does unless the colour
+/// table that applies (the frame's own, else the global one) is absent or the identity grey
+/// ramp (entry i = (i, i, i)), in which case the frame is plain greyscale.
+fn gif_palette_is_needed(bytes: &[u8]) -> bool {
+    let table_needed = |table: &[u8]| {
+        table
+            .chunks(3)
+            .enumerate()
+            .any(|(i, c)| c.iter().any(|&v| usize::from(v) != i))
+    };
+    let Some(&packed) = bytes.get(10) else {
+        return true;
+    };
+    let mut at = 13;
+    let mut global = None;
+    if packed & 0x80 != 0 {
+        let len = 3 << ((packed & 7) + 1);
+        global = bytes.get(at..at + len);
+        at += len;
+    }
+    // Skip extension blocks up to the first image descriptor.
+    while let Some(&tag) = bytes.get(at) {
+        match tag {
+            0x21 => {
+                at += 2;
+                while let Some(&n) = bytes.get(at) {
+                    at += 1 + usize::from(n);
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            0x2C => {
+                let flags = bytes.get(at + 9).copied().unwrap_or(0);
+                if flags & 0x80 != 0 {
+                    let len = 3 << ((flags & 7) + 1);
+                    return bytes.get(at + 10..at + 10 + len).is_none_or(table_needed);
+                }
+                break;
+            }
+            _ => break,
+        }
+    }
+    global.is_some_and(table_needed)
+}
+
 /// Loads one image as the reference does: while the shorter side is at least twice the
 /// target, halve it with a box filter; then resize so the shorter side is `resolution`
 /// (bicubic), centre-crop to a square, and map to [−1, 1]. Returns CHW f32.
 pub fn load_image(path: &Path, resolution: usize) -> Result<Vec<f32>> {
-    let img =
-        image::open(path).map_err(|e| DataError::bad(path, format!("cannot decode image: {e}")))?;
-    Ok(preprocess(img, resolution))
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| DataError::bad(path, format!("cannot decode image: {e}")))?;
+    let mode = PilMode::of_file(&bytes, &img);
+    Ok(to_chw(&preprocess_as(&img, mode, resolution)))
 }
 
-/// The reference's resize-and-crop of a decoded image (any colour type is converted to RGB).
+/// The reference's resize-and-crop of a decoded image, its Pillow mode taken from the pixels
+/// ([`PilMode::of`]). Returns CHW f32 in [−1, 1].
 pub fn preprocess(img: DynamicImage, resolution: usize) -> Vec<f32> {
-    let mut rgb: RgbImage = img.to_rgb8();
-    while (rgb.width().min(rgb.height()) as usize) >= 2 * resolution {
-        rgb = box_halve(&rgb);
+    let mode = PilMode::of(&img);
+    to_chw(&preprocess_as(&img, mode, resolution))
+}
+
+/// The reference's resize-and-crop in Pillow's arithmetic: resampled in `mode` (premultiplied
+/// alpha for LA/RGBA, nearest-neighbour for bilevel and palette images), then converted to
+/// RGB and centre-cropped. Returns `resolution × resolution` RGB pixels.
+pub fn preprocess_as(img: &DynamicImage, mode: PilMode, resolution: usize) -> Pixels {
+    let mut px = pixels_in_mode(img, mode);
+    let alpha = matches!(mode, PilMode::GreyAlpha | PilMode::Rgba);
+    let nearest = matches!(mode, PilMode::Bilevel | PilMode::Palette);
+    let (halve, fit) = if nearest {
+        (Filter::Nearest, Filter::Nearest)
+    } else {
+        (Filter::Box, Filter::Bicubic)
+    };
+    // Pillow premultiplies alpha for each resize call and divides it out again afterwards.
+    let pil_resize = |px: &Pixels, w: usize, h: usize, filter: Filter| {
+        if !alpha || (w, h) == (px.width, px.height) {
+            return resize(px, w, h, filter);
+        }
+        let mut pre = px.clone();
+        premultiply_alpha(&mut pre);
+        let mut out = resize(&pre, w, h, filter);
+        unpremultiply_alpha(&mut out);
+        out
+    };
+    while px.width.min(px.height) >= 2 * resolution {
+        px = pil_resize(&px, px.width / 2, px.height / 2, halve);
     }
-    let (w, h) = (rgb.width() as f64, rgb.height() as f64);
-    let scale = resolution as f64 / w.min(h);
-    let nw = ((w * scale).round_ties_even() as u32).max(resolution as u32);
-    let nh = ((h * scale).round_ties_even() as u32).max(resolution as u32);
-    if (nw, nh) != (rgb.width(), rgb.height()) {
-        rgb = image::imageops::resize(&rgb, nw, nh, FilterType::CatmullRom);
-    }
-    let crop_y = (nh as usize - resolution) / 2;
-    let crop_x = (nw as usize - resolution) / 2;
-    let mut out = vec![0f32; 3 * resolution * resolution];
-    for y in 0..resolution {
-        for x in 0..resolution {
-            let p = rgb.get_pixel((crop_x + x) as u32, (crop_y + y) as u32);
-            for c in 0..3 {
-                out[(c * resolution + y) * resolution + x] = p[c] as f32 / 127.5 - 1.0;
+    let scale = resolution as f64 / px.width.min(px.height) as f64;
+    // Python's round() rounds half to even.
+    let nw = ((px.width as f64 * scale).round_ties_even() as usize).max(resolution);
+    let nh = ((px.height as f64 * scale).round_ties_even() as usize).max(resolution);
+    px = pil_resize(&px, nw, nh, fit);
+    let (cy, cx) = ((nh - resolution) / 2, (nw - resolution) / 2);
+    let mut out = Vec::with_capacity(resolution * resolution * 3);
+    for y in cy..cy + resolution {
+        for x in cx..cx + resolution {
+            let p = &px.data[(y * px.width + x) * px.channels..][..px.channels];
+            match px.channels {
+                1 | 2 => out.extend_from_slice(&[p[0], p[0], p[0]]),
+                _ => out.extend_from_slice(&p[..3]),
             }
         }
     }
-    out
+    Pixels::new(resolution, resolution, 3, out)
 }
 
-/// Halves both sides (floor) by averaging 2×2 blocks, as PIL's BOX filter does for a factor 2.
-fn box_halve(img: &RgbImage) -> RgbImage {
-    let (w, h) = (img.width() / 2, img.height() / 2);
-    RgbImage::from_fn(w, h, |x, y| {
-        let mut px = [0u8; 3];
-        for (c, out) in px.iter_mut().enumerate() {
-            let sum: u32 = [(0, 0), (1, 0), (0, 1), (1, 1)]
-                .iter()
-                .map(|&(dx, dy)| img.get_pixel(2 * x + dx, 2 * y + dy)[c] as u32)
-                .sum();
-            *out = ((sum + 2) / 4) as u8;
+/// The bytes Pillow would hold for `img` in `mode`. Sixteen-bit samples keep their high byte,
+/// as Pillow reads 16-bit RGB(A) PNGs.
+fn pixels_in_mode(img: &DynamicImage, mode: PilMode) -> Pixels {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data: Vec<u8> = match img {
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => {
+            let wide = img.to_rgba16();
+            let rgba: Vec<u8> = wide.as_raw().iter().map(|&v| (v >> 8) as u8).collect();
+            from_rgba(&rgba, mode)
         }
-        image::Rgb(px)
-    })
+        _ => from_rgba(img.to_rgba8().as_raw(), mode),
+    };
+    Pixels::new(w, h, mode.channels(), data)
+}
+
+fn from_rgba(rgba: &[u8], mode: PilMode) -> Vec<u8> {
+    let keep: &[usize] = match mode {
+        PilMode::Bilevel | PilMode::Grey => &[0],
+        PilMode::GreyAlpha => &[0, 3],
+        PilMode::Rgb | PilMode::Palette => &[0, 1, 2],
+        PilMode::Rgba => &[0, 1, 2, 3],
+    };
+    rgba.chunks(4)
+        .flat_map(|p| keep.iter().map(move |&i| p[i]))
+        .collect()
+}
+
+fn to_chw(px: &Pixels) -> Vec<f32> {
+    let n = px.width * px.height;
+    let mut out = vec![0f32; 3 * n];
+    for (i, p) in px.data.chunks(3).enumerate() {
+        for c in 0..3 {
+            out[c * n + i] = f32::from(p[c]) / 127.5 - 1.0;
+        }
+    }
+    out
 }
 
 /// A folder of images, decoded lazily, with optional class labels from file names.

@@ -1,7 +1,8 @@
 //! Training data for iddpm.
 //!
 //! - [`ImageFolder`]: jpg/jpeg/png/gif files below a folder, loaded as the reference does
-//!   (box-halving, bicubic resize, centre crop, [−1, 1]), classes from file-name prefixes.
+//!   (box-halving, bicubic resize, centre crop, [−1, 1]) in Pillow's arithmetic
+//!   ([`pil_resize`]), classes from file-name prefixes.
 //! - [`fashion_mnist::embedded`]: 10,000 real images shipped in the binary.
 //! - [`BatchLoader`]: endless, shuffled, resumable batches.
 //! - [`convert`]: MNIST/Fashion-MNIST IDX files and CIFAR-10 batches to image folders.
@@ -13,7 +14,8 @@ pub mod fashion_mnist;
 pub mod idx;
 pub mod image_folder;
 pub mod pictures;
+pub mod pil_resize;
 
 pub use dataset::{Batch, BatchLoader, Dataset, InMemoryDataset, LoaderState};
 pub use error::{DataError, Result};
-pub use image_folder::{ImageFolder, list_image_files, load_image};
+pub use image_folder::{ImageFolder, PilMode, list_image_files, load_image, preprocess_as};

@@ -164,3 +164,45 @@ fn the_embedded_dataset_is_fashion_mnist_padded_to_32() {
     assert_eq!(&img[..1024], &img[1024..2048]);
     assert!(img.iter().any(|&v| v > 0.0));
 }
+
+/// Files made and loaded by Pillow (`bench/make_pil_fixtures.py`, the reference's loading steps):
+/// every mode, odd sizes, upscaling, box halving. iddpm must give the same bytes.
+#[test]
+fn images_load_pixel_for_pixel_as_pillow_loads_them() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pil");
+    let cases: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for case in cases["cases"].as_array().unwrap() {
+        let source = dir.join(case["source"].as_str().unwrap());
+        let res = case["resolution"].as_u64().unwrap() as usize;
+        let expected = image::open(dir.join(case["expected"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let got = load_image(&source, res).unwrap();
+        let n = res * res;
+        let mut off = 0;
+        let mut worst = 0i32;
+        for (i, p) in expected.pixels().enumerate() {
+            for c in 0..3 {
+                let level = ((got[c * n + i] + 1.0) * 127.5).round() as i32;
+                let d = (level - p[c] as i32).abs();
+                worst = worst.max(d);
+                off += usize::from(d != 0);
+            }
+        }
+        if off > 0 {
+            failures.push(format!(
+                "{} (mode {}) at {res}: {off} of {} values differ, by up to {worst}",
+                source.display(),
+                case["mode"],
+                3 * n
+            ));
+        }
+        checked += 1;
+    }
+    eprintln!("{checked} Pillow cases checked");
+    assert!(checked >= 30);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
