@@ -62,11 +62,12 @@ def main():
     sources["palette.gif"] = Image.fromarray(pattern(rng, 45, 52, 3), "RGB").quantize(colors=64)
     sources["palette_tiny.png"] = Image.fromarray(pattern(rng, 6, 5, 3), "RGB").quantize(colors=8)
     sources["rgba_wide.png"] = Image.fromarray(pattern(rng, 140, 37, 4), "RGBA")
+    sources["photo.jpg"] = Image.fromarray(pattern(rng, 77, 58, 3), "RGB")
     bits = pattern(rng, 50, 35, 1)[:, :, 0] > 127
     sources["bilevel.png"] = Image.fromarray(bits)
     cases = []
     for name, img in sources.items():
-        img.save(OUT / name)
+        img.save(OUT / name, **({"quality": 90} if name.endswith(".jpg") else {}))
         reopened = Image.open(OUT / name)
         reopened.load()
         for res in RESOLUTIONS:
