@@ -194,6 +194,16 @@ pub struct Trainer<'d> {
     lg_loss_scale: f64,
 }
 
+/// The device seed for the dropout masks of one microbatch (splitmix64 of the three inputs).
+fn dropout_seed(seed: u64, step: u64, offset: u64) -> u64 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ offset.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn rng_at(seed: u64, word_pos: u128) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_word_pos(word_pos);
@@ -375,6 +385,10 @@ impl<'d> Trainer<'d> {
                 &self.train_device,
             );
             let (t, weights) = self.sampler.get().sample(m, &mut self.ts_rng);
+            // Dropout draws its masks from the device's generator: reseeding it from the step
+            // makes them reproducible, so a resumed run replays them exactly.
+            self.train_device
+                .seed(dropout_seed(self.opts.seed, self.step, start as u64));
             let noise = self.noise.sample([m, 3, r, r], &self.train_device)?;
             let mut cond = Conditioning::none();
             if let Some(labels) = &batch.labels
