@@ -172,3 +172,37 @@ mod tests {
         assert!(parse_bool("maybe").unwrap_err().contains("maybe"));
     }
 }
+
+/// How the reverse process is run: the sampling flags of `sample` and `super_res_sample`.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerFlags {
+    /// Sample with DDIM instead of the ancestral sampler.
+    #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_ddim: bool,
+    /// DDIM noise level η (0: deterministic).
+    #[arg(long = "eta", default_value_t = 0.0)]
+    pub eta: f64,
+    /// Clamp predicted x_0 to [-1, 1] at every step.
+    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub clip_denoised: bool,
+}
+
+/// Where and how a batch job over a trained model runs: `sample`, `super_res_sample`, `nll`.
+#[derive(Args, Debug, Clone)]
+pub struct RunFlags {
+    /// Model weights: a reference `.pt` checkpoint or an iddpm `.safetensors`.
+    #[arg(long = "model_path", alias = "model-path")]
+    pub model_path: std::path::PathBuf,
+    /// Images per batch.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
+    pub batch_size: usize,
+    /// Seed of all randomness.
+    #[arg(long = "seed", default_value_t = 0)]
+    pub seed: u64,
+    /// Where the outputs go.
+    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
+    pub output_dir: std::path::PathBuf,
+    /// flex (CPU) or cuda[:N].
+    #[arg(long = "device", default_value = "flex")]
+    pub device: String,
+}

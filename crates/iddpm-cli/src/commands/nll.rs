@@ -9,51 +9,38 @@ use iddpm::nll::evaluate_nll;
 use iddpm::{parse_device, progress};
 
 use crate::commands::ensure_writable_dir;
-use crate::flags::{ModelArgs, parse_bool};
+use crate::flags::{ModelArgs, RunFlags, parse_bool};
 
 /// Arguments of `iddpm nll`.
 #[derive(Args)]
 pub struct NllArgs {
-    /// Model weights (.pt or .safetensors).
-    #[arg(long = "model_path", alias = "model-path")]
-    pub model_path: PathBuf,
     /// Images to evaluate (default: the embedded Fashion-MNIST held-out images).
     #[arg(long = "data_dir", alias = "data-dir")]
     pub data_dir: Option<PathBuf>,
     /// Number of images.
     #[arg(long = "num_samples", alias = "num-samples", default_value_t = 1000)]
     pub num_samples: usize,
-    /// Images per batch.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
-    pub batch_size: usize,
     /// Clamp predicted x_0 to [-1, 1].
     #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
     pub clip_denoised: bool,
-    /// Seed of the forward-process noise.
-    #[arg(long = "seed", default_value_t = 0)]
-    pub seed: u64,
-    /// Where vb_terms.npz, mse_terms.npz and xstart_mse_terms.npz go.
-    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
-    pub output_dir: PathBuf,
-    /// flex (CPU) or cuda[:N].
-    #[arg(long = "device", default_value = "flex")]
-    pub device: String,
+    #[command(flatten)]
+    pub run: RunFlags,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
 /// Prints the running bits/dim and writes the per-timestep terms.
 pub fn run(args: &NllArgs) -> Result<(), String> {
-    if args.num_samples == 0 || args.batch_size == 0 {
+    if args.num_samples == 0 || args.run.batch_size == 0 {
         return Err("--num_samples and --batch_size must be at least 1".into());
     }
-    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
-    if !args.model_path.is_file() {
+    if !args.run.model_path.is_file() {
         return Err(format!(
             "--model_path {}: no such file",
-            args.model_path.display()
+            args.run.model_path.display()
         ));
     }
     let data: Box<dyn Dataset> = match &args.data_dir {
@@ -68,9 +55,9 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             Box::new(all.split_off(1000))
         }
     };
-    ensure_writable_dir(&args.output_dir)?;
+    ensure_writable_dir(&args.run.output_dir)?;
     let (model, diffusion) = spec
-        .load(&args.model_path, &device)
+        .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
     let n = args.num_samples.min(data.len());
     let bar = progress::bar(n as u64, "nll", "images");
@@ -79,9 +66,9 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         &diffusion,
         data.as_ref(),
         n,
-        args.batch_size,
+        args.run.batch_size,
         args.clip_denoised,
-        args.seed,
+        args.run.seed,
         &device,
         &mut |done, bpd| {
             bar.set_position(done as u64);
@@ -100,7 +87,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             data: NpyData::F32(terms.clone()),
         };
         write_npz(
-            &args.output_dir.join(format!("{name}_terms.npz")),
+            &args.run.output_dir.join(format!("{name}_terms.npz")),
             &[("arr_0", &array)],
         )
         .map_err(|e| e.to_string())?;

@@ -3,51 +3,31 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{ArgAction, Args};
+use clap::Args;
 use iddpm::diffusion::Sampler;
 use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
 use iddpm::sample::{SampleOptions, sample_images};
 use iddpm::{parse_device, progress};
 
 use crate::commands::ensure_writable_dir;
-use crate::flags::{ModelArgs, parse_bool};
+use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
 /// Arguments of `iddpm sample`.
 #[derive(Args)]
 pub struct SampleArgs {
-    /// Model weights: a reference `.pt` checkpoint or an iddpm `.safetensors`.
-    #[arg(long = "model_path", alias = "model-path")]
-    pub model_path: PathBuf,
     /// Number of images to draw.
     #[arg(long = "num_samples", alias = "num-samples", default_value_t = 10000)]
     pub num_samples: usize,
-    /// Images per batch.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
-    pub batch_size: usize,
-    /// Sample with DDIM instead of the ancestral sampler.
-    #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
-    pub use_ddim: bool,
-    /// DDIM noise level η (0: deterministic).
-    #[arg(long = "eta", default_value_t = 0.0)]
-    pub eta: f64,
-    /// Clamp predicted x_0 to [-1, 1] at every step.
-    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
-    pub clip_denoised: bool,
     /// Class labels: a comma list ("3,3,7") or a .npy file; one label applies to all samples.
     #[arg(long = "labels")]
     pub labels: Option<String>,
     /// Start noise x_T as a .npy file of shape [N, 3, H, W] float32.
     #[arg(long = "init_noise", alias = "init-noise")]
     pub init_noise: Option<PathBuf>,
-    /// Seed of all randomness.
-    #[arg(long = "seed", default_value_t = 0)]
-    pub seed: u64,
-    /// Where samples_NxHxWx3.npz and the PNG grid go.
-    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
-    pub output_dir: PathBuf,
-    /// flex (CPU) or cuda[:N].
-    #[arg(long = "device", default_value = "flex")]
-    pub device: String,
+    #[command(flatten)]
+    pub run: RunFlags,
+    #[command(flatten)]
+    pub sampler: SamplerFlags,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -80,16 +60,16 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     if args.num_samples == 0 {
         return Err("--num_samples must be at least 1".into());
     }
-    if args.batch_size == 0 {
+    if args.run.batch_size == 0 {
         return Err("--batch_size must be at least 1".into());
     }
-    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
-    if !args.model_path.is_file() {
+    if !args.run.model_path.is_file() {
         return Err(format!(
             "--model_path {}: no such file",
-            args.model_path.display()
+            args.run.model_path.display()
         ));
     }
     let labels = match &args.labels {
@@ -111,33 +91,35 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         None => None,
     };
-    ensure_writable_dir(&args.output_dir)?;
+    ensure_writable_dir(&args.run.output_dir)?;
     let (model, diffusion) = spec
-        .load(&args.model_path, &device)
+        .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
-    let sampler = if args.use_ddim {
-        Sampler::Ddim { eta: args.eta }
+    let sampler = if args.sampler.use_ddim {
+        Sampler::Ddim {
+            eta: args.sampler.eta,
+        }
     } else {
         Sampler::Ancestral
     };
     let opts = SampleOptions {
         num_samples: args.num_samples,
-        batch_size: args.batch_size,
+        batch_size: args.run.batch_size,
         image_size: size,
         sampler,
-        clip_denoised: args.clip_denoised,
-        seed: args.seed,
+        clip_denoised: args.sampler.clip_denoised,
+        seed: args.run.seed,
         labels,
         init_noise,
         low_res: None,
     };
-    let batches = args.num_samples.div_ceil(args.batch_size) as u64;
+    let batches = args.num_samples.div_ceil(args.run.batch_size) as u64;
     let steps = diffusion.num_timesteps() as u64;
     let bar = progress::bar(batches * steps, "sampling", "steps");
     let started = Instant::now();
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |done| {
         bar.set_position(done);
-        let images = (done / steps) as f64 * args.batch_size as f64;
+        let images = (done / steps) as f64 * args.run.batch_size as f64;
         let secs = started.elapsed().as_secs_f64();
         if secs > 0.0 {
             bar.set_message(format!(
@@ -151,7 +133,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let secs = started.elapsed().as_secs_f64();
     let (n, h, w) = (samples.n, samples.h, samples.w);
     let stem = format!("samples_{n}x{h}x{w}x3");
-    let npz = args.output_dir.join(format!("{stem}.npz"));
+    let npz = args.run.output_dir.join(format!("{stem}.npz"));
     let images = NpyArray {
         shape: vec![n, h, w, 3],
         data: NpyData::U8(samples.images.clone()),
@@ -166,7 +148,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     }
     write_npz(&npz, &arrays).map_err(|e| e.to_string())?;
     let shown = n.min(100);
-    let png = args.output_dir.join(format!("{stem}.png"));
+    let png = args.run.output_dir.join(format!("{stem}.png"));
     save_grid(&png, &samples.images[..shown * h * w * 3], shown, h, w)
         .map_err(|e| e.to_string())?;
     println!(

@@ -2,21 +2,18 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args};
+use clap::Args;
 use iddpm::diffusion::Sampler;
 use iddpm::io::{NpyArray, NpyData, read_npz, save_grid, write_npz};
 use iddpm::sample::{SampleOptions, sample_images};
 use iddpm::{parse_device, progress};
 
 use crate::commands::ensure_writable_dir;
-use crate::flags::{ModelArgs, parse_bool};
+use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
 /// Arguments of `iddpm super_res_sample`.
 #[derive(Args)]
 pub struct SuperResArgs {
-    /// Super-resolution model weights (.pt or .safetensors).
-    #[arg(long = "model_path", alias = "model-path")]
-    pub model_path: PathBuf,
     /// Low-resolution samples: an .npz with arr_0 uint8 [N, s, s, 3] (and arr_1 labels).
     #[arg(long = "base_samples", alias = "base-samples")]
     pub base_samples: PathBuf,
@@ -29,27 +26,10 @@ pub struct SuperResArgs {
     /// Number of images to upsample (default: all of base_samples).
     #[arg(long = "num_samples", alias = "num-samples")]
     pub num_samples: Option<usize>,
-    /// Images per batch.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
-    pub batch_size: usize,
-    /// Sample with DDIM.
-    #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
-    pub use_ddim: bool,
-    /// DDIM noise level.
-    #[arg(long = "eta", default_value_t = 0.0)]
-    pub eta: f64,
-    /// Clamp predicted x_0 to [-1, 1].
-    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
-    pub clip_denoised: bool,
-    /// Seed.
-    #[arg(long = "seed", default_value_t = 0)]
-    pub seed: u64,
-    /// Output folder.
-    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
-    pub output_dir: PathBuf,
-    /// flex (CPU) or cuda[:N].
-    #[arg(long = "device", default_value = "flex")]
-    pub device: String,
+    #[command(flatten)]
+    pub run: RunFlags,
+    #[command(flatten)]
+    pub sampler: SamplerFlags,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -110,30 +90,32 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     } else {
         None
     };
-    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
     let spec = args.model.spec(args.large_size, true)?;
-    ensure_writable_dir(&args.output_dir)?;
+    ensure_writable_dir(&args.run.output_dir)?;
     let (model, diffusion) = spec
-        .load(&args.model_path, &device)
+        .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
     let opts = SampleOptions {
         num_samples: n,
-        batch_size: args.batch_size,
+        batch_size: args.run.batch_size,
         image_size: args.large_size,
-        sampler: if args.use_ddim {
-            Sampler::Ddim { eta: args.eta }
+        sampler: if args.sampler.use_ddim {
+            Sampler::Ddim {
+                eta: args.sampler.eta,
+            }
         } else {
             Sampler::Ancestral
         },
-        clip_denoised: args.clip_denoised,
-        seed: args.seed,
+        clip_denoised: args.sampler.clip_denoised,
+        seed: args.run.seed,
         labels,
         init_noise: None,
         low_res: Some((low, s)),
     };
     let steps = diffusion.num_timesteps() as u64;
     let bar = progress::bar(
-        n.div_ceil(args.batch_size) as u64 * steps,
+        n.div_ceil(args.run.batch_size) as u64 * steps,
         "upsampling",
         "steps",
     );
@@ -156,10 +138,10 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     if let Some(a) = &label_arr {
         out.push(("arr_1", a));
     }
-    write_npz(&args.output_dir.join(format!("{stem}.npz")), &out).map_err(|e| e.to_string())?;
+    write_npz(&args.run.output_dir.join(format!("{stem}.npz")), &out).map_err(|e| e.to_string())?;
     let shown = n.min(64);
     save_grid(
-        &args.output_dir.join(format!("{stem}.png")),
+        &args.run.output_dir.join(format!("{stem}.png")),
         &samples.images[..shown * l * l * 3],
         shown,
         l,
@@ -168,7 +150,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     println!(
         "upsampled {n} images to {l}x{l}; wrote {stem}.npz and {stem}.png in {}",
-        args.output_dir.display()
+        args.run.output_dir.display()
     );
     Ok(())
 }
