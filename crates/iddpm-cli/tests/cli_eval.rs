@@ -25,10 +25,16 @@ fn weights() -> Option<PathBuf> {
 }
 
 fn iddpm(args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
-        .args(args)
-        .output()
-        .unwrap();
+    iddpm_with_home(args, None)
+}
+
+/// Runs the CLI, with `HOME` (where reference statistics are cached) replaced when given.
+fn iddpm_with_home(args: &[&str], home: Option<&Path>) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iddpm"));
+    if let Some(h) = home {
+        cmd.env("HOME", h);
+    }
+    let o = cmd.args(args).output().unwrap();
     (
         o.status.success(),
         format!(
@@ -72,6 +78,16 @@ fn sets(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Runs `iddpm eval` and returns the JSON it wrote and its FID.
 fn eval_json(weights: &Path, reference: &Path, samples: &Path, out: &Path) -> (String, f64) {
+    eval_json_with_home(weights, reference, samples, out, None)
+}
+
+fn eval_json_with_home(
+    weights: &Path,
+    reference: &Path,
+    samples: &Path,
+    out: &Path,
+    home: Option<&Path>,
+) -> (String, f64) {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let args = [
         "eval".to_string(),
@@ -85,7 +101,7 @@ fn eval_json(weights: &Path, reference: &Path, samples: &Path, out: &Path) -> (S
         s(out),
     ];
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, text) = iddpm(&refs);
+    let (ok, text) = iddpm_with_home(&refs, home);
     assert!(ok, "{text}");
     let json = std::fs::read_to_string(out).unwrap();
     let line = json.lines().find(|l| l.contains("\"fid\"")).unwrap();
@@ -125,6 +141,74 @@ fn fid_precision_recall_between_two_sets() {
     assert!(
         json.contains("\"precision\": 1") && json.contains("\"recall\": 1"),
         "{json}"
+    );
+}
+
+fn cached_files(home: &Path) -> Vec<PathBuf> {
+    let dir = home.join(".cache/iddpm/ref-stats");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Reference statistics are cached and reused, and a reference given as statistics only
+/// (`mu`, `sigma`) gives the same FID, with precision and recall reported as unavailable.
+#[test]
+fn reference_statistics_are_cached_and_can_be_given_alone() {
+    let Some(w) = weights() else {
+        assert!(
+            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
+            "real Inception weights not found"
+        );
+        println!("SKIPPED: FID weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)");
+        return;
+    };
+    let dir = tmp("cache");
+    let home = dir.join("home");
+    let (a, b) = sets(&dir);
+    let out = dir.join("r.json");
+    let (_, fid_ab) = eval_json_with_home(&w, &a, &b, &out, Some(&home));
+    let first = cached_files(&home);
+    assert_eq!(
+        first.len(),
+        1,
+        "one cache entry for the reference a: {first:?}"
+    );
+    // b as the reference adds b's entry.
+    let (_, fid_ba) = eval_json_with_home(&w, &b, &a, &out, Some(&home));
+    assert!(
+        (fid_ab - fid_ba).abs() < 1e-3 * fid_ab,
+        "FID is symmetric: {fid_ab} {fid_ba}"
+    );
+    let both = cached_files(&home);
+    assert_eq!(both.len(), 2);
+    let b_entry = both.iter().find(|p| !first.contains(p)).unwrap().clone();
+
+    // Statistics only: the same FID, no precision/recall.
+    let cached = iddpm::io::read_npz(&first[0]).unwrap();
+    let get = |k: &str| cached.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let stats_only = dir.join("a_stats.npz");
+    write_npz(&stats_only, &[("mu", &get("mu")), ("sigma", &get("sigma"))]).unwrap();
+    let (json, fid) = eval_json_with_home(&w, &stats_only, &b, &out, Some(&home));
+    assert!(
+        (fid - fid_ab).abs() < 1e-6 * fid_ab.max(1.0),
+        "{fid} vs {fid_ab}"
+    );
+    assert!(json.contains("\"precision\": null"), "{json}");
+    assert_eq!(
+        cached_files(&home).len(),
+        2,
+        "statistics files are not cached"
+    );
+
+    // The cache is really read: with b's statistics filed under a, a looks exactly like b.
+    std::fs::copy(&b_entry, &first[0]).unwrap();
+    let (json, fid) = eval_json_with_home(&w, &a, &b, &out, Some(&home));
+    assert!(
+        fid.abs() < 1e-2,
+        "a's cached statistics were not used: {json}"
     );
 }
 
