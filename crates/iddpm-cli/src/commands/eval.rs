@@ -68,7 +68,6 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if let Some((_, b)) = bar {
         b.finish_and_clear();
     }
-    let opt = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x}"));
     println!("FID: {:.4}", report.fid);
     println!(
         "Precision: {}",
@@ -82,16 +81,19 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         "Recall: {}",
         report.recall.map_or("n/a".into(), |r| format!("{r:.4}"))
     );
+    let json = serde_json::json!({
+        "fid": report.fid,
+        "precision": report.precision,
+        "recall": report.recall,
+        "num_ref": report.num_ref,
+        "num_sample": report.num_sample,
+        "ref_batch": args.ref_batch.display().to_string(),
+        "sample_batch": args.sample_batch.display().to_string(),
+        "inception_weights": weights.display().to_string(),
+    });
     let json = format!(
-        "{{\n  \"fid\": {},\n  \"precision\": {},\n  \"recall\": {},\n  \"num_ref\": {},\n  \"num_sample\": {},\n  \"ref_batch\": {:?},\n  \"sample_batch\": {:?},\n  \"inception_weights\": {:?}\n}}\n",
-        report.fid,
-        opt(report.precision),
-        opt(report.recall),
-        report.num_ref,
-        report.num_sample,
-        args.ref_batch.display().to_string(),
-        args.sample_batch.display().to_string(),
-        weights.display().to_string()
+        "{}\n",
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
     );
     iddpm::checkpoint::write_atomic(&args.output, json.as_bytes()).map_err(|e| e.to_string())?;
     println!("wrote {}", args.output.display());
