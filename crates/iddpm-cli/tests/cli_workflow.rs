@@ -396,3 +396,83 @@ fn kill_9_leaves_a_loadable_checkpoint() {
     let out = run(resumed);
     assert!(out.contains(&format!("at step {step}")), "{out}");
 }
+
+/// `IDDPM_RANK`/`IDDPM_WORLD_SIZE` (or mpirun's variables) make `iddpm train` one process of a
+/// data-parallel run: two processes of batch 4 write the checkpoint one process of batch 8 in
+/// microbatches of 4 writes.
+#[test]
+fn two_training_processes_equal_one() {
+    let data = tmp("ddp-data");
+    images(&data, 16, 16);
+    let d = data.to_str().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let args = |log: &Path, batch: &str, micro: &str| {
+        with(
+            &["train", "--data_dir", &d, "--image_size", "8"],
+            &[
+                "--log_dir",
+                log.to_str().unwrap(),
+                "--batch_size",
+                batch,
+                "--microbatch",
+                micro,
+                "--max_steps",
+                "3",
+                "--save_interval",
+                "3",
+                "--preview_samples",
+                "0",
+                "--seed",
+                "5",
+                "--dist_addr",
+                &port,
+            ],
+        )
+    };
+    let single = tmp("ddp-single");
+    run(args(&single, "8", "4"));
+    let shared = tmp("ddp-two");
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_iddpm"))
+                .args(args(&shared, "4", "-1"))
+                .env("IDDPM_RANK", rank.to_string())
+                .env("IDDPM_WORLD_SIZE", "2")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Same seed, same initial weights, same examples, timesteps and noise: same result.
+    let a = iddpm::checkpoint::load_state_dict(&single.join("model000003.safetensors")).unwrap();
+    let b = iddpm::checkpoint::load_state_dict(&shared.join("model000003.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f32;
+    for (name, x) in a.iter() {
+        let y = b.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        for (u, v) in x.values.iter().zip(&y.values) {
+            worst = worst.max((u - v).abs());
+        }
+    }
+    assert!(worst < 1e-6, "one and two processes differ by {worst}");
+    // One log, written by rank 0, counting the global batch: 3 steps x 8 examples.
+    let csv = std::fs::read_to_string(shared.join("progress.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+    let samples = header.iter().position(|k| *k == "samples").unwrap();
+    assert_eq!(last[samples].parse::<f64>().unwrap(), 24.0, "{csv}");
+}

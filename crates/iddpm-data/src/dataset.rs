@@ -168,6 +168,19 @@ impl<'a> BatchLoader<'a> {
 
     /// The next batch.
     pub fn next_batch(&mut self) -> Result<Batch> {
+        self.next_batch_part(0..self.batch_size)
+    }
+
+    /// The images `part` (positions within the batch) of the next batch; the loader advances by
+    /// the whole batch. Each process of a data-parallel run loads its own part of one global
+    /// batch this way.
+    pub fn next_batch_part(&mut self, part: std::ops::Range<usize>) -> Result<Batch> {
+        if part.end > self.batch_size || part.start > part.end {
+            return Err(DataError::bad(
+                "<dataset>",
+                format!("part {part:?} is not within a batch of {}", self.batch_size),
+            ));
+        }
         if self.state.position as usize + self.batch_size > self.order.len() {
             self.state.epoch += 1;
             self.state.position = 0;
@@ -175,10 +188,10 @@ impl<'a> BatchLoader<'a> {
         }
         let start = self.state.position as usize;
         let r = self.data.resolution();
-        let mut images = Vec::with_capacity(self.batch_size * 3 * r * r);
+        let mut images = Vec::with_capacity(part.len() * 3 * r * r);
         let mut labels = Vec::new();
         let mut has_labels = false;
-        for &i in &self.order[start..start + self.batch_size] {
+        for &i in &self.order[start + part.start..start + part.end] {
             let (img, label) = self.data.get(i)?;
             images.extend(img);
             if let Some(l) = label {
@@ -190,7 +203,7 @@ impl<'a> BatchLoader<'a> {
         Ok(Batch {
             images,
             labels: has_labels.then_some(labels),
-            size: self.batch_size,
+            size: part.len(),
             resolution: r,
         })
     }

@@ -1,9 +1,10 @@
 //! Training Improved DDPM models, as the reference's `TrainLoop`: AdamW (eps 1e-8), several
 //! EMAs, microbatches with gradient accumulation, uniform or loss-second-moment timestep
 //! sampling, linear learning-rate annealing, logs, loss curves, preview grids, and
-//! checkpoints that resume exactly.
+//! checkpoints that resume exactly; data-parallel across processes ([`ProcessGroup`]).
 
 pub mod adamw;
+pub mod distributed;
 pub mod ema;
 pub mod error;
 pub mod logger;
@@ -11,6 +12,7 @@ pub mod plot;
 pub mod trainer;
 
 pub use adamw::AdamW;
+pub use distributed::ProcessGroup;
 pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use logger::Logger;

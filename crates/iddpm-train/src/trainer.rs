@@ -11,8 +11,8 @@ use iddpm_checkpoint::{StateDict, load_state_dict, write_safetensors};
 use iddpm_data::pictures::{save_grid, to_uint8_nhwc};
 use iddpm_data::{BatchLoader, Dataset, LoaderState};
 use iddpm_diffusion::{
-    Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, NoiseSource,
-    PredictOptions, Sampler, ScheduleSampler, SeededNoise, UniformSampler,
+    Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, PredictOptions,
+    Sampler, ScheduleSampler, SeededNoise, UniformSampler,
 };
 use iddpm_nn::{
     ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, apply_state_dict, param_names,
@@ -20,8 +20,10 @@ use iddpm_nn::{
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 use crate::adamw::{AdamW, to_vec};
+use crate::distributed::ProcessGroup;
 use crate::ema::{Ema, format_rate};
 use crate::error::{Result, TrainError};
 use crate::logger::Logger;
@@ -180,8 +182,7 @@ pub struct Trainer<'d> {
     opt: AdamW,
     emas: Vec<Ema>,
     sampler: TimestepSampler,
-    ts_rng: ChaCha8Rng,
-    noise: SeededNoise,
+    group: ProcessGroup,
     loader: BatchLoader<'d>,
     step: u64,
     device: Device,
@@ -204,9 +205,12 @@ fn dropout_seed(seed: u64, step: u64, offset: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn rng_at(seed: u64, word_pos: u128) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_word_pos(word_pos);
+/// The generator of one training example's timestep and noise, keyed by the run's seed, the
+/// step and the example's position in the global batch: the draws do not depend on how the
+/// batch is split into microbatches or processes, and need no state to resume.
+fn example_rng(seed: u64, step: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(dropout_seed(seed, step, index) ^ 0x5EED);
+    rng.set_stream(index);
     rng
 }
 
@@ -274,6 +278,8 @@ impl<'d> Trainer<'d> {
         } else {
             device.clone().autodiff()
         };
+        // --seed decides the initial weights too.
+        train_device.seed(opts.seed ^ 0x1A17_u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut model = UNetModel::new(&unet_config, &train_device);
         model.set_torso_f16(opts.use_fp16);
         let names = param_names(&mut model);
@@ -304,8 +310,7 @@ impl<'d> Trainer<'d> {
             opt: AdamW::new(opts.weight_decay),
             emas,
             sampler,
-            ts_rng: ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(1)),
-            noise: SeededNoise::new(opts.seed.wrapping_add(2)),
+            group: ProcessGroup::single(),
             loader,
             step: 0,
             device: device.clone(),
@@ -318,6 +323,58 @@ impl<'d> Trainer<'d> {
             lg_loss_scale: opts.initial_lg_loss_scale,
             opts,
         })
+    }
+
+    /// Makes this trainer one process of a data-parallel run: every process trains on its
+    /// part (`--batch_size` examples) of a global batch of `batch_size × world_size`, gradients
+    /// are summed across processes, and all start from the main process's weights. Results
+    /// equal a single process training on the global batch with `--microbatch batch_size`.
+    /// Call before [`resume`](Self::resume).
+    pub fn join_group(&mut self, mut group: ProcessGroup) -> Result<()> {
+        let global_batch = self.opts.batch_size * group.world_size();
+        let data = self.loader.data();
+        if data.len() < global_batch {
+            return Err(TrainError::Config(format!(
+                "the dataset has {} images, fewer than --batch_size {} x {} processes",
+                data.len(),
+                self.opts.batch_size,
+                group.world_size()
+            )));
+        }
+        self.loader = BatchLoader::new(data, global_batch, self.opts.seed)?;
+        // The same initial weights everywhere: the main process's.
+        let mut failure = None;
+        let mut flats = Vec::new();
+        for_each_param(&mut self.model, |_, name, p| {
+            if failure.is_some() {
+                return;
+            }
+            let current = p.flat();
+            let device = current.device();
+            let mut host = to_vec(&current);
+            match group.broadcast(&mut host) {
+                Ok(()) => {
+                    let n = host.len();
+                    let value = Tensor::<1>::from_data(TensorData::new(host, [n]), &device);
+                    p.set_flat(value.clone());
+                    flats.push((name.to_string(), value));
+                }
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for ema in &mut self.emas {
+            ema.params = flats.clone();
+        }
+        self.group = group;
+        Ok(())
+    }
+
+    /// The process group (a group of one unless [`join_group`](Self::join_group) was called).
+    pub fn group_mut(&mut self) -> &mut ProcessGroup {
+        &mut self.group
     }
 
     /// Steps completed.
@@ -356,24 +413,41 @@ impl<'d> Trainer<'d> {
         Some(avg_pool2d(x.clone(), AvgPoolOptions::new([k, k])))
     }
 
-    /// One optimizer step on the next batch.
+    /// One optimizer step on the next batch (in a data-parallel run: on this process's part of
+    /// the next global batch, with gradients summed over all processes).
     pub fn run_step(&mut self) -> Result<StepReport> {
-        let batch = self.loader.next_batch()?;
-        let (b, r) = (batch.size, batch.resolution);
+        let world = self.group.world_size();
+        let b = self.opts.batch_size;
+        let global_b = b * world;
+        let first = self.group.rank() * b;
+        let batch = self.loader.next_batch_part(first..first + b)?;
+        let r = batch.resolution;
         let chw = 3 * r * r;
         let micro = if self.opts.microbatch == 0 {
             b
         } else {
             self.opts.microbatch
         };
+        // Timesteps, importance weights and noise of each example, keyed by its global index.
+        let mut ts = Vec::with_capacity(b);
+        let mut weights = Vec::with_capacity(b);
+        let mut noise = Vec::with_capacity(b * chw);
+        for i in 0..b {
+            let mut rng = example_rng(self.opts.seed, self.step, (first + i) as u64);
+            let (t, w) = self.sampler.get().sample(1, &mut rng);
+            ts.push(t[0]);
+            weights.push(w[0]);
+            noise.extend((0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+        }
         let mut acc: Vec<Option<Tensor<1>>> = Vec::new();
-        let mut loss_sum = 0.0;
         let loss_scale = if self.opts.use_fp16 {
             self.lg_loss_scale.exp2()
         } else {
             1.0
         };
-        let t_total = self.diffusion.num_timesteps();
+        // Per example: unweighted loss, and the logged terms (weighted, as the reference logs).
+        let mut raw_loss = Vec::with_capacity(b);
+        let mut terms: Vec<(&'static str, Vec<f32>)> = Vec::new();
         let mut start = 0;
         while start < b {
             let m = micro.min(b - start);
@@ -384,12 +458,20 @@ impl<'d> Trainer<'d> {
                 ),
                 &self.train_device,
             );
-            let (t, weights) = self.sampler.get().sample(m, &mut self.ts_rng);
+            let t = &ts[start..start + m];
+            let w = &weights[start..start + m];
+            let eps = Tensor::<4>::from_data(
+                TensorData::new(noise[start * chw..(start + m) * chw].to_vec(), [m, 3, r, r]),
+                &self.train_device,
+            );
             // Dropout draws its masks from the device's generator: reseeding it from the step
-            // makes them reproducible, so a resumed run replays them exactly.
-            self.train_device
-                .seed(dropout_seed(self.opts.seed, self.step, start as u64));
-            let noise = self.noise.sample([m, 3, r, r], &self.train_device)?;
+            // and the example's global index makes them reproducible, so a resumed run
+            // replays them exactly, whatever the split into processes.
+            self.train_device.seed(dropout_seed(
+                self.opts.seed,
+                self.step,
+                (first + start) as u64,
+            ));
             let mut cond = Conditioning::none();
             if let Some(labels) = &batch.labels
                 && self.unet_config.num_classes.is_some()
@@ -402,48 +484,29 @@ impl<'d> Trainer<'d> {
             cond.low_res = self.low_res(&x);
             let losses = self
                 .diffusion
-                .training_losses(&self.model, x, &t, noise, &cond)?;
-            let per_sample: Vec<f64> = to_vec(&losses.loss.clone().inner())
-                .into_iter()
-                .map(f64::from)
-                .collect();
-            if let TimestepSampler::LossSecondMoment(s) = &mut self.sampler {
-                s.update_with_all_losses(&t, &per_sample);
-            }
-            let mut log_terms = vec![("loss", per_sample.clone())];
+                .training_losses(&self.model, x, t, eps, &cond)?;
+            let loss_values = to_vec(&losses.loss.clone().inner());
+            raw_loss.extend(loss_values.iter().copied());
+            let mut logged = vec![("loss", loss_values)];
             if let Some(mse) = &losses.mse {
-                log_terms.push((
-                    "mse",
-                    to_vec(&mse.clone().inner())
-                        .into_iter()
-                        .map(f64::from)
-                        .collect(),
-                ));
+                logged.push(("mse", to_vec(&mse.clone().inner())));
             }
             if let Some(vb) = &losses.vb {
-                log_terms.push((
-                    "vb",
-                    to_vec(&vb.clone().inner())
-                        .into_iter()
-                        .map(f64::from)
-                        .collect(),
-                ));
+                logged.push(("vb", to_vec(&vb.clone().inner())));
             }
-            for (key, values) in log_terms {
-                self.logger
-                    .log_mean(key, values.iter().sum::<f64>() / values.len() as f64);
-                for (&ti, &v) in t.iter().zip(&values) {
-                    let quartile = 4 * ti / t_total;
-                    self.logger.log_mean(&format!("{key}_q{quartile}"), v);
+            for (key, values) in logged {
+                let weighted = values.iter().zip(w).map(|(v, w)| v * w);
+                match terms.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, all)) => all.extend(weighted),
+                    None => terms.push((key, weighted.collect())),
                 }
             }
-            loss_sum += per_sample.iter().sum::<f64>();
-            let w = Tensor::<1>::from_data(TensorData::new(weights, [m]), &self.train_device);
-            // Scaled so that the accumulated gradient is the full batch's mean (times the loss
-            // scale of mixed precision, undone below).
-            let loss = (losses.loss * w)
+            let wt = Tensor::<1>::from_data(TensorData::new(w.to_vec(), [m]), &self.train_device);
+            // Scaled so that the gradients summed over microbatches and processes are the
+            // global batch's mean (times the loss scale of mixed precision, undone below).
+            let loss = (losses.loss * wt)
                 .mean()
-                .mul_scalar((m as f64 / b as f64 * loss_scale) as f32);
+                .mul_scalar((m as f64 / global_b as f64 * loss_scale) as f32);
             let grads = loss.backward();
             if acc.is_empty() {
                 for_each_param(&mut self.model, |_, _, _| acc.push(None));
@@ -458,6 +521,42 @@ impl<'d> Trainer<'d> {
             });
             start += m;
         }
+        // Every process sees every example's timestep and losses, in global order.
+        let mut local = Vec::with_capacity(b * (2 + terms.len()));
+        local.extend(ts.iter().map(|&t| t as f32));
+        local.extend(&raw_loss);
+        for (_, values) in &terms {
+            local.extend(values);
+        }
+        let all = self.group.all_gather(&local)?;
+        let per_rank = local.len();
+        let column = |k: usize| -> Vec<f32> {
+            all.chunks(per_rank)
+                .flat_map(|c| c[k * b..(k + 1) * b].to_vec())
+                .collect()
+        };
+        let all_t: Vec<usize> = column(0).iter().map(|&t| t as usize).collect();
+        if let TimestepSampler::LossSecondMoment(s) = &mut self.sampler {
+            let all_loss: Vec<f64> = column(1).iter().map(|&v| f64::from(v)).collect();
+            s.update_with_all_losses(&all_t, &all_loss);
+        }
+        let t_total = self.diffusion.num_timesteps();
+        let mut loss = 0.0;
+        for (k, (key, _)) in terms.iter().enumerate() {
+            let values: Vec<f64> = column(2 + k).iter().map(|&v| f64::from(v)).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            if *key == "loss" {
+                loss = mean;
+            }
+            self.logger.log_mean(key, mean);
+            for (&ti, &v) in all_t.iter().zip(&values) {
+                let quartile = 4 * ti / t_total;
+                self.logger.log_mean(&format!("{key}_q{quartile}"), v);
+            }
+        }
+        if world > 1 {
+            self.all_reduce_gradients(&mut acc)?;
+        }
         let lr = self.current_lr();
         let mut sq = Vec::new();
         for g in acc.iter().flatten() {
@@ -469,7 +568,6 @@ impl<'d> Trainer<'d> {
             let total: f32 = Tensor::cat(sq, 0).sum().into_scalar();
             (total as f64).sqrt()
         };
-        let loss = loss_sum / b as f64;
         if self.opts.use_fp16 {
             self.logger.log("lg_loss_scale", self.lg_loss_scale);
             // A gradient that overflowed f16 makes the squared norm inf or NaN (finite f16
@@ -478,7 +576,7 @@ impl<'d> Trainer<'d> {
                 self.lg_loss_scale -= 1.0;
                 self.step += 1;
                 self.loss_points.push((self.step as f64, loss));
-                self.log_step_counts(b, lr);
+                self.log_step_counts(global_b, lr);
                 return Ok(StepReport {
                     step: self.step,
                     loss,
@@ -511,7 +609,7 @@ impl<'d> Trainer<'d> {
         self.step += 1;
         self.loss_points.push((self.step as f64, loss));
         self.logger.log_mean("grad_norm", grad_norm);
-        self.log_step_counts(b, lr);
+        self.log_step_counts(global_b, lr);
         let lg_loss_scale = self.opts.use_fp16.then(|| {
             self.lg_loss_scale += self.opts.fp16_scale_growth;
             self.lg_loss_scale
@@ -523,6 +621,35 @@ impl<'d> Trainer<'d> {
             skipped: false,
             lg_loss_scale,
         })
+    }
+
+    /// Sums the accumulated gradients over all processes (one host round trip).
+    fn all_reduce_gradients(&mut self, acc: &mut [Option<Tensor<1>>]) -> Result<()> {
+        let present: Vec<usize> = (0..acc.len()).filter(|&i| acc[i].is_some()).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let sizes: Vec<usize> = present
+            .iter()
+            .map(|&i| acc[i].as_ref().expect("present").dims()[0])
+            .collect();
+        let flat = Tensor::cat(
+            present
+                .iter()
+                .map(|&i| acc[i].take().expect("present"))
+                .collect(),
+            0,
+        );
+        let device = flat.device();
+        let mut host = to_vec(&flat);
+        self.group.all_reduce_sum(&mut host)?;
+        let summed = Tensor::<1>::from_data(TensorData::new(host, [flat.dims()[0]]), &device);
+        let mut offset = 0;
+        for (&i, &n) in present.iter().zip(&sizes) {
+            acc[i] = Some(summed.clone().narrow(0, offset, n));
+            offset += n;
+        }
+        Ok(())
     }
 
     fn log_step_counts(&mut self, batch: usize, lr: f64) {
@@ -537,17 +664,24 @@ impl<'d> Trainer<'d> {
         self.lg_loss_scale
     }
 
-    /// Writes the averaged logs of the last interval.
+    /// Writes the averaged logs of the last interval (the main process only).
     pub fn dump_logs(&mut self) -> Result<()> {
-        self.logger.dump()?;
+        if self.group.is_main() {
+            self.logger.dump()?;
+        }
         Ok(())
     }
 
     /// Saves `opt`, EMA and model checkpoints for the current step (model last, so that a
-    /// model file implies its companions), then the loss curve and a preview grid.
+    /// model file implies its companions), then the loss curve and a preview grid. In a
+    /// data-parallel run only the main process writes (every process holds the same state);
+    /// all return the model checkpoint's path.
     pub fn save(&mut self) -> Result<PathBuf> {
         let dir = self.opts.log_dir.clone();
         let s = self.step;
+        if !self.group.is_main() {
+            return Ok(dir.join(format!("model{s:06}.safetensors")));
+        }
         let mut opt_dict = self.opt.state_dict(&self.names);
         if let TimestepSampler::LossSecondMoment(r) = &self.sampler {
             let t = r.loss_history().len();
@@ -570,11 +704,6 @@ impl<'d> Trainer<'d> {
             ("step", s.to_string()),
             ("opt_step", self.opt.step.to_string()),
             ("seed", self.opts.seed.to_string()),
-            ("ts_rng_word_pos", self.ts_rng.get_word_pos().to_string()),
-            (
-                "noise_rng_word_pos",
-                self.noise.rng_mut().get_word_pos().to_string(),
-            ),
             ("loader_seed", ls.seed.to_string()),
             ("loader_epoch", ls.epoch.to_string()),
             ("loader_position", ls.position.to_string()),
@@ -735,18 +864,15 @@ impl<'d> Trainer<'d> {
                     missing.join(", ")
                 )));
             }
-            let seed = get("seed")? as u64;
-            self.ts_rng = rng_at(seed.wrapping_add(1), get("ts_rng_word_pos")?);
-            self.noise = SeededNoise::new(seed.wrapping_add(2));
-            self.noise
-                .rng_mut()
-                .set_word_pos(get("noise_rng_word_pos")?);
+            // The run's seed keys every example's randomness: continue with the saved one.
+            self.opts.seed = get("seed")? as u64;
             let state = LoaderState {
                 seed: get("loader_seed")? as u64,
                 epoch: get("loader_epoch")? as u64,
                 position: get("loader_position")? as u64,
             };
-            self.loader = BatchLoader::resume(self.loader.data(), self.opts.batch_size, state)?;
+            let global_batch = self.opts.batch_size * self.group.world_size();
+            self.loader = BatchLoader::resume(self.loader.data(), global_batch, state)?;
             // Older checkpoints (and f32 runs resumed with --use_fp16) start from the default.
             if let Ok(bits) = get("lg_loss_scale") {
                 self.lg_loss_scale = f64::from_bits(bits as u64);

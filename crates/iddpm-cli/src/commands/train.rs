@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::evaluate_nll;
-use iddpm::train::{SamplerKind, TrainOptions, Trainer};
+use iddpm::train::{ProcessGroup, SamplerKind, TrainOptions, Trainer};
 use iddpm::{parse_device, progress};
 
 use crate::commands::ensure_writable_dir;
@@ -100,6 +100,16 @@ pub struct TrainArgs {
     /// Sampling steps of the preview (ancestral, respaced).
     #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
     pub preview_steps: usize,
+    /// Data-parallel training: number of processes (default: from mpirun's or IDDPM_* variables).
+    #[arg(long = "world_size", alias = "world-size")]
+    pub world_size: Option<usize>,
+    /// Data-parallel training: this process's rank (default: from the environment).
+    #[arg(long = "rank")]
+    pub rank: Option<usize>,
+    /// Data-parallel training: where rank 0 listens (default: IDDPM_MASTER_ADDR or
+    /// 127.0.0.1:29500).
+    #[arg(long = "dist_addr", alias = "dist-addr")]
+    pub dist_addr: Option<String>,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
     #[arg(long = "heldout_bpd", alias = "heldout-bpd", default_value_t = 0)]
     pub heldout_bpd: usize,
@@ -111,6 +121,38 @@ pub struct TrainArgs {
     pub small_size: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+/// This process's rank and the number of processes: from `--rank`/`--world_size`, else from
+/// the environment (`mpirun`, `IDDPM_RANK`/`IDDPM_WORLD_SIZE`), else a single process.
+fn distributed_placement(args: &TrainArgs) -> Result<(usize, usize), String> {
+    let env = ProcessGroup::env_rank_and_size().map_err(|e| e.to_string())?;
+    let (rank, world) = match (args.rank, args.world_size, env) {
+        (Some(r), Some(w), _) => (r, w),
+        (None, None, Some(e)) => e,
+        (None, None, None) => (0, 1),
+        (Some(r), None, Some((_, w))) => (r, w),
+        (None, Some(w), Some((r, _))) => (r, w),
+        _ => return Err("--rank and --world_size go together".into()),
+    };
+    if world == 0 || rank >= world {
+        return Err(format!(
+            "--rank {rank} does not exist with --world_size {world}"
+        ));
+    }
+    Ok((rank, world))
+}
+
+/// The GPU index of this process on its node (mpirun's local rank, else the rank).
+fn local_rank(rank: usize) -> usize {
+    [
+        "IDDPM_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+    ]
+    .iter()
+    .find_map(|n| std::env::var(n).ok()?.parse().ok())
+    .unwrap_or(rank)
 }
 
 /// Held-out images of the embedded dataset.
@@ -140,7 +182,13 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             args.fp16_scale_growth
         ));
     }
-    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let (rank, world_size) = distributed_placement(args)?;
+    let device_name = match (args.device.as_str(), world_size > 1) {
+        // One GPU per process on a node, as the reference's dist_util.dev().
+        ("cuda", true) => format!("cuda:{}", local_rank(rank)),
+        (name, _) => name.to_string(),
+    };
+    let device = parse_device(&device_name).map_err(|e| e.to_string())?;
     let size = if super_res {
         args.large_size
             .ok_or("super_res_train needs --large_size")?
@@ -233,6 +281,17 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         &device,
     )
     .map_err(|e| e.to_string())?;
+    if world_size > 1 {
+        let addr = args
+            .dist_addr
+            .clone()
+            .unwrap_or_else(ProcessGroup::env_master_addr);
+        println!("rank {rank} of {world_size}: meeting at {addr}");
+        let group = ProcessGroup::connect(rank, world_size, &addr, Duration::from_secs(600))
+            .map_err(|e| e.to_string())?;
+        trainer.join_group(group).map_err(|e| e.to_string())?;
+    }
+    let main = rank == 0;
     if !args.resume_checkpoint.is_empty() {
         let step = trainer
             .resume(std::path::Path::new(&args.resume_checkpoint))
@@ -255,13 +314,21 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         "training",
         "steps",
     );
+    if !main {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_position(trainer.step());
     let started = Instant::now();
     let first_step = trainer.step();
     println!("logging to {}", log_dir.display());
     let mut last_saved = None;
     while !trainer.finished() {
-        if stop.load(Ordering::SeqCst) {
+        // Every process stops at the same step when any of them is interrupted.
+        let interrupted = trainer
+            .group_mut()
+            .any(stop.load(Ordering::SeqCst))
+            .map_err(|e| e.to_string())?;
+        if interrupted {
             bar.suspend(|| {
                 eprintln!(
                     "interrupted: saving a checkpoint at step {}",
@@ -294,13 +361,18 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         if report.step % args.save_interval == 0 {
             let path = bar.suspend(|| trainer.save()).map_err(|e| e.to_string())?;
             last_saved = Some(report.step);
-            bar.suspend(|| println!("saved {}", path.display()));
+            if main {
+                bar.suspend(|| println!("saved {}", path.display()));
+            }
         }
     }
+    // The last steps' logs, unless the last log interval just ended.
+    trainer.dump_logs().map_err(|e| e.to_string())?;
     if last_saved != Some(trainer.step()) && trainer.step() > first_step {
-        trainer.dump_logs().map_err(|e| e.to_string())?;
         let path = trainer.save().map_err(|e| e.to_string())?;
-        bar.suspend(|| println!("saved {}", path.display()));
+        if main {
+            bar.suspend(|| println!("saved {}", path.display()));
+        }
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
@@ -311,7 +383,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         (trainer.step() - first_step) as f64 / secs.max(1e-9),
         log_dir.display()
     );
-    if args.heldout_bpd > 0 {
+    if args.heldout_bpd > 0 && main {
         let Some(heldout) = heldout else {
             return Err(
                 "--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data".into(),
