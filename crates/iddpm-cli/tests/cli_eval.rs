@@ -24,6 +24,19 @@ fn weights() -> Option<PathBuf> {
         })
 }
 
+/// The weights, or `None` after saying SKIPPED (an error when IDDPM_REQUIRE_INCEPTION is set).
+fn weights_or_skip() -> Option<PathBuf> {
+    let w = weights();
+    if w.is_none() {
+        assert!(
+            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
+            "real Inception weights not found"
+        );
+        println!("SKIPPED: FID weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)");
+    }
+    w
+}
+
 fn iddpm(args: &[&str]) -> (bool, String) {
     iddpm_with_home(args, None)
 }
@@ -118,12 +131,7 @@ fn eval_json_with_home(
 
 #[test]
 fn fid_precision_recall_between_two_sets() {
-    let Some(w) = weights() else {
-        assert!(
-            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
-            "real Inception weights not found"
-        );
-        println!("SKIPPED: FID weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)");
+    let Some(w) = weights_or_skip() else {
         return;
     };
     let dir = tmp("ok");
@@ -157,12 +165,7 @@ fn cached_files(home: &Path) -> Vec<PathBuf> {
 /// (`mu`, `sigma`) gives the same FID, with precision and recall reported as unavailable.
 #[test]
 fn reference_statistics_are_cached_and_can_be_given_alone() {
-    let Some(w) = weights() else {
-        assert!(
-            std::env::var("IDDPM_REQUIRE_INCEPTION").is_err(),
-            "real Inception weights not found"
-        );
-        println!("SKIPPED: FID weights not found (run .ci/run or set IDDPM_INCEPTION_WEIGHTS)");
+    let Some(w) = weights_or_skip() else {
         return;
     };
     let dir = tmp("cache");

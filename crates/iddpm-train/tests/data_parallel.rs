@@ -1,13 +1,15 @@
 //! Data-parallel training: the process group's collectives, and a two-process run equal to one
 //! process training on the global batch in microbatches.
 
+mod common;
+
 use std::time::Duration;
 
 use burn::tensor::Device;
+use common::{diffusion, ema_values, max_diff, params, tiny_net, tmpdir};
 use iddpm_data::InMemoryDataset;
-use iddpm_diffusion::{BetaSchedule, DiffusionConfig};
-use iddpm_nn::{ModelFlags, UNetConfig, apply_state_dict, state_dict_of};
-use iddpm_train::{ProcessGroup, TrainOptions, Trainer, for_each_param};
+use iddpm_nn::{apply_state_dict, state_dict_of};
+use iddpm_train::{ProcessGroup, TrainOptions, Trainer};
 
 fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -62,30 +64,6 @@ fn joining_fails_clearly() {
     assert!(err.contains(&addr), "{err}");
 }
 
-fn net() -> UNetConfig {
-    ModelFlags {
-        image_size: 8,
-        num_channels: 32,
-        num_res_blocks: 1,
-        num_heads: 1,
-        attention_resolutions: "4".into(),
-        learn_sigma: true,
-        channel_mult: Some(vec![1, 2]),
-        ..ModelFlags::default()
-    }
-    .unet_config(false)
-    .unwrap()
-}
-
-fn diffusion() -> DiffusionConfig {
-    DiffusionConfig {
-        diffusion_steps: 50,
-        noise_schedule: BetaSchedule::Cosine,
-        learn_sigma: true,
-        ..DiffusionConfig::default()
-    }
-}
-
 fn data() -> InMemoryDataset {
     let images = (0..24)
         .map(|i| {
@@ -98,10 +76,7 @@ fn data() -> InMemoryDataset {
 }
 
 fn opts(name: &str, batch_size: usize, microbatch: usize) -> TrainOptions {
-    let dir = std::env::temp_dir()
-        .join(format!("iddpm-ddp-tests-{}", std::process::id()))
-        .join(name);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmpdir(name);
     TrainOptions {
         lr: 1e-3,
         batch_size,
@@ -116,30 +91,7 @@ fn opts(name: &str, batch_size: usize, microbatch: usize) -> TrainOptions {
 }
 
 fn params_and_ema(t: &mut Trainer) -> (Vec<f32>, Vec<f32>) {
-    let mut p = Vec::new();
-    for_each_param(t.model_mut(), |_, _, x| {
-        p.extend(
-            x.flat()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap(),
-        )
-    });
-    let e = t.emas()[0]
-        .params
-        .iter()
-        .flat_map(|(_, x)| x.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
-        .collect();
-    (p, e)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    (params(t), ema_values(t))
 }
 
 #[test]
@@ -147,13 +99,25 @@ fn two_processes_equal_one_with_microbatches() {
     let device = Device::flex();
     let data = data();
     let init = state_dict_of(
-        Trainer::new(net(), diffusion(), &data, opts("init", 4, 0), &device)
-            .unwrap()
-            .model_mut(),
+        Trainer::new(
+            tiny_net(0.0),
+            diffusion(),
+            &data,
+            opts("init", 4, 0),
+            &device,
+        )
+        .unwrap()
+        .model_mut(),
     );
     // One process, global batch 8 in two microbatches of 4.
-    let mut single =
-        Trainer::new(net(), diffusion(), &data, opts("single", 8, 4), &device).unwrap();
+    let mut single = Trainer::new(
+        tiny_net(0.0),
+        diffusion(),
+        &data,
+        opts("single", 8, 4),
+        &device,
+    )
+    .unwrap();
     apply_state_dict(single.model_mut(), &init).unwrap();
     single.join_group(ProcessGroup::single()).unwrap();
     let mut single_losses = Vec::new();
@@ -172,8 +136,14 @@ fn two_processes_equal_one_with_microbatches() {
                 s.spawn(move || {
                     let data = self::data();
                     let name = format!("rank{rank}");
-                    let mut t = Trainer::new(net(), diffusion(), &data, opts(&name, 4, 0), &device)
-                        .unwrap();
+                    let mut t = Trainer::new(
+                        tiny_net(0.0),
+                        diffusion(),
+                        &data,
+                        opts(&name, 4, 0),
+                        &device,
+                    )
+                    .unwrap();
                     if rank == 0 {
                         apply_state_dict(t.model_mut(), init).unwrap();
                     }

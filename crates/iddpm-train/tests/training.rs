@@ -1,38 +1,14 @@
 //! Training behaves as promised: the loss falls, microbatches equal the full batch, a resumed
 //! run equals an uninterrupted one, EMAs follow their formula.
 
-use std::path::PathBuf;
+mod common;
 
 use burn::tensor::Device;
+use common::{diffusion, ema_values, max_diff, params, tiny_net, tmpdir};
 use iddpm_checkpoint::StateDict;
 use iddpm_data::InMemoryDataset;
-use iddpm_diffusion::{BetaSchedule, DiffusionConfig};
-use iddpm_nn::{ModelFlags, UNetConfig, state_dict_of};
-use iddpm_train::{SamplerKind, TrainOptions, Trainer, for_each_param};
-
-fn tiny_net() -> UNetConfig {
-    ModelFlags {
-        image_size: 8,
-        num_channels: 32,
-        num_res_blocks: 1,
-        num_heads: 1,
-        attention_resolutions: "4".into(),
-        learn_sigma: true,
-        channel_mult: Some(vec![1, 2]),
-        ..ModelFlags::default()
-    }
-    .unet_config(false)
-    .unwrap()
-}
-
-fn diffusion() -> DiffusionConfig {
-    DiffusionConfig {
-        diffusion_steps: 50,
-        noise_schedule: BetaSchedule::Cosine,
-        learn_sigma: true,
-        ..DiffusionConfig::default()
-    }
-}
+use iddpm_nn::state_dict_of;
+use iddpm_train::{SamplerKind, TrainOptions, Trainer};
 
 /// Smooth, learnable images: horizontal and vertical gradients with random signs.
 fn data(n: usize) -> InMemoryDataset {
@@ -54,14 +30,6 @@ fn data(n: usize) -> InMemoryDataset {
     InMemoryDataset::new(images, None, 8)
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir()
-        .join(format!("iddpm-train-tests-{}", std::process::id()))
-        .join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn options(name: &str) -> TrainOptions {
     TrainOptions {
         lr: 1e-3,
@@ -77,33 +45,11 @@ fn options(name: &str) -> TrainOptions {
     }
 }
 
-fn params(t: &mut Trainer) -> Vec<f32> {
-    let mut out = Vec::new();
-    for_each_param(t.model_mut(), |_, _, p| {
-        out.extend(
-            p.flat()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap(),
-        )
-    });
-    out
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn the_loss_falls() {
     let data = data(32);
     let mut t = Trainer::new(
-        tiny_net(),
+        tiny_net(0.0),
         diffusion(),
         &data,
         options("falls"),
@@ -126,7 +72,7 @@ fn the_loss_falls() {
 fn microbatches_give_the_full_batch_update() {
     let data = data(16);
     let mut full = Trainer::new(
-        tiny_net(),
+        tiny_net(0.0),
         diffusion(),
         &data,
         options("full"),
@@ -135,8 +81,14 @@ fn microbatches_give_the_full_batch_update() {
     .unwrap();
     let mut micro_opts = options("micro");
     micro_opts.microbatch = 2;
-    let mut micro =
-        Trainer::new(tiny_net(), diffusion(), &data, micro_opts, &Device::flex()).unwrap();
+    let mut micro = Trainer::new(
+        tiny_net(0.0),
+        diffusion(),
+        &data,
+        micro_opts,
+        &Device::flex(),
+    )
+    .unwrap();
     // Same initial weights.
     let init = state_dict_of(full.model_mut());
     iddpm_nn::apply_state_dict(micro.model_mut(), &init).unwrap();
@@ -152,20 +104,19 @@ fn trainer_from<'d>(
     data: &'d InMemoryDataset,
     opts: TrainOptions,
 ) -> Trainer<'d> {
-    let mut t = Trainer::new(tiny_net(), diffusion(), data, opts.clone(), &Device::flex()).unwrap();
+    let mut t = Trainer::new(
+        tiny_net(0.0),
+        diffusion(),
+        data,
+        opts.clone(),
+        &Device::flex(),
+    )
+    .unwrap();
     iddpm_nn::apply_state_dict(t.model_mut(), init).unwrap();
     let ckpt = opts.log_dir.join("model000000.safetensors");
     iddpm_nn::save_weights(t.model_mut(), &ckpt).unwrap();
     t.resume(&ckpt).unwrap();
     t
-}
-
-fn ema_values(t: &Trainer) -> Vec<f32> {
-    t.emas()[0]
-        .params
-        .iter()
-        .flat_map(|(_, x)| x.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
-        .collect()
 }
 
 #[test]
@@ -175,9 +126,15 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         let mut o = options(&format!("init-{kind:?}"));
         o.schedule_sampler = kind;
         let init = state_dict_of(
-            Trainer::new(tiny_net(), diffusion(), &data, o.clone(), &Device::flex())
-                .unwrap()
-                .model_mut(),
+            Trainer::new(
+                tiny_net(0.0),
+                diffusion(),
+                &data,
+                o.clone(),
+                &Device::flex(),
+            )
+            .unwrap()
+            .model_mut(),
         );
 
         let straight_opts = TrainOptions {
@@ -200,8 +157,14 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         let path = first.save().unwrap();
         assert!(path.ends_with("model000003.safetensors"));
         drop(first);
-        let mut second =
-            Trainer::new(tiny_net(), diffusion(), &data, split_opts, &Device::flex()).unwrap();
+        let mut second = Trainer::new(
+            tiny_net(0.0),
+            diffusion(),
+            &data,
+            split_opts,
+            &Device::flex(),
+        )
+        .unwrap();
         assert_eq!(second.resume(&path).unwrap(), 3);
         for _ in 0..3 {
             second.run_step().unwrap();
@@ -217,7 +180,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 fn ema_follows_its_formula() {
     let data = data(8);
     let mut t = Trainer::new(
-        tiny_net(),
+        tiny_net(0.0),
         diffusion(),
         &data,
         options("ema"),
@@ -227,11 +190,7 @@ fn ema_follows_its_formula() {
     let before = params(&mut t);
     t.run_step().unwrap();
     let after = params(&mut t);
-    let ema: Vec<f32> = t.emas()[0]
-        .params
-        .iter()
-        .flat_map(|(_, x)| x.to_data().convert::<f32>().try_into_vec::<f32>().unwrap())
-        .collect();
+    let ema = ema_values(&t);
     let want: Vec<f32> = before
         .iter()
         .zip(&after)
@@ -246,14 +205,14 @@ fn bad_options_are_rejected_before_training() {
     let data = data(8);
     let mut o = options("bad");
     o.microbatch = 16;
-    let err = Trainer::new(tiny_net(), diffusion(), &data, o, &Device::flex())
+    let err = Trainer::new(tiny_net(0.0), diffusion(), &data, o, &Device::flex())
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("--microbatch 16"), "{err}");
     let mut o = options("bad2");
     o.batch_size = 9;
-    let err = Trainer::new(tiny_net(), diffusion(), &data, o, &Device::flex())
+    let err = Trainer::new(tiny_net(0.0), diffusion(), &data, o, &Device::flex())
         .err()
         .unwrap()
         .to_string();
@@ -275,7 +234,7 @@ fn fp16_options(name: &str, initial_lg_loss_scale: f64) -> TrainOptions {
 fn init_without_zeros(data: &InMemoryDataset, name: &str) -> StateDict {
     let fresh = state_dict_of(
         Trainer::new(
-            tiny_net(),
+            tiny_net(0.0),
             diffusion(),
             data,
             options(name),
@@ -412,7 +371,8 @@ fn a_resumed_mixed_precision_run_keeps_its_loss_scale() {
     let lg_saved = first.lg_loss_scale();
     let path = first.save().unwrap();
     drop(first);
-    let mut second = Trainer::new(tiny_net(), diffusion(), &data, split, &Device::flex()).unwrap();
+    let mut second =
+        Trainer::new(tiny_net(0.0), diffusion(), &data, split, &Device::flex()).unwrap();
     second.resume(&path).unwrap();
     assert_eq!(second.lg_loss_scale(), lg_saved);
     for _ in 0..3 {
