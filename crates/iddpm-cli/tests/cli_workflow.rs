@@ -237,11 +237,33 @@ fn super_resolution_train_and_sample() {
             "--save_interval",
             "2",
             "--preview_samples",
-            "0",
+            "3",
+            "--preview_steps",
+            "2",
         ],
     ));
     let model = log.join("model000002.safetensors");
     assert!(model.is_file());
+    // The preview shows rows of (low-resolution input, sample, original): 3x3 tiles of 8 px
+    // with 2-px borders.
+    let preview = image::open(log.join("samples_000002.png")).unwrap();
+    assert_eq!((preview.width(), preview.height()), (32, 32));
+    // The third tile of the first row is the first training image itself.
+    let first = image::open(data.join("img_0.png")).unwrap().to_rgb8();
+    let tile = preview.to_rgb8();
+    let mut off = 0i32;
+    for y in 0..8 {
+        for x in 0..8 {
+            let (a, b) = (tile.get_pixel(2 + 2 * 10 + x, 2 + y), first.get_pixel(x, y));
+            off = off.max(
+                (0..3)
+                    .map(|c| (a[c] as i32 - b[c] as i32).abs())
+                    .max()
+                    .unwrap(),
+            );
+        }
+    }
+    assert!(off <= 1, "the original tile is off by {off}");
     let base = tmp("sr-base");
     let low = NpyArray {
         shape: vec![3, 4, 4, 3],

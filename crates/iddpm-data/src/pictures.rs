@@ -24,6 +24,18 @@ pub fn to_uint8_nhwc(values: &[f32], n: usize, c: usize, h: usize, w: usize) -> 
 /// Lays `n` NHWC uint8 RGB images of `h`×`w` on a near-square grid with a 2-pixel white
 /// border and writes it as PNG (atomically).
 pub fn save_grid(path: &Path, images: &[u8], n: usize, h: usize, w: usize) -> Result<()> {
+    save_grid_with_columns(path, images, n, h, w, None)
+}
+
+/// [`save_grid`] with a fixed number of columns (`None`: as square as possible).
+pub fn save_grid_with_columns(
+    path: &Path,
+    images: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    columns: Option<usize>,
+) -> Result<()> {
     if n == 0 || images.len() != n * h * w * 3 {
         return Err(DataError::bad(
             path,
@@ -33,7 +45,9 @@ pub fn save_grid(path: &Path, images: &[u8], n: usize, h: usize, w: usize) -> Re
             ),
         ));
     }
-    let cols = (n as f64).sqrt().ceil() as usize;
+    let cols = columns
+        .unwrap_or_else(|| (n as f64).sqrt().ceil() as usize)
+        .clamp(1, n);
     let rows = n.div_ceil(cols);
     let pad = 2;
     let mut grid = RgbImage::from_pixel(

@@ -8,7 +8,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_checkpoint::{StateDict, load_state_dict, write_safetensors};
-use iddpm_data::pictures::{save_grid, to_uint8_nhwc};
+use iddpm_data::pictures::{save_grid_with_columns, to_uint8_nhwc};
 use iddpm_data::{BatchLoader, Dataset, LoaderState};
 use iddpm_diffusion::{
     Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, PredictOptions,
@@ -768,20 +768,40 @@ impl<'d> Trainer<'d> {
             .build_with_respacing(&steps.to_string())?;
         let device = self.device.clone();
         let class_cond = self.unet_config.num_classes.is_some();
-        if self.opts.small_size.is_some() {
-            return Ok(()); // previews of super-resolution need low-resolution inputs
+        // Super-resolution upsamples the first training images, shown beside the result.
+        let originals = match self.opts.small_size {
+            Some(_) => {
+                let data = self.loader.data();
+                let mut values = Vec::with_capacity(n * 3 * r * r);
+                let mut labels = Vec::with_capacity(n);
+                for i in 0..n {
+                    let (image, label) = data.get(i % data.len())?;
+                    values.extend(image);
+                    labels.push(label.unwrap_or((i % 10) as i64));
+                }
+                Some((
+                    Tensor::<4>::from_data(TensorData::new(values, [n, 3, r, r]), &device),
+                    labels,
+                ))
+            }
+            None => None,
+        };
+        let mut cond = Conditioning::none();
+        if class_cond {
+            let labels: Vec<i64> = match &originals {
+                Some((_, l)) => l.clone(),
+                None => (0..n as i64).map(|i| i % 10).collect(),
+            };
+            cond.labels = Some(Tensor::<1, Int>::from_data(
+                TensorData::new(labels, [n]),
+                &device,
+            ));
+        }
+        if let Some((x, _)) = &originals {
+            cond.low_res = self.low_res(x);
         }
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
-        let cond = if class_cond {
-            let labels: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
-            Conditioning::labels(Tensor::<1, Int>::from_data(
-                TensorData::new(labels, [n]),
-                &device,
-            ))
-        } else {
-            Conditioning::none()
-        };
         let x = diffusion.sample_loop(
             model,
             Sampler::Ancestral,
@@ -792,8 +812,36 @@ impl<'d> Trainer<'d> {
             &mut noise,
             &device,
         )?;
-        let images = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
-        save_grid(path, &images, n, r, r)?;
+        let mut images = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
+        let mut count = n;
+        if let (Some((x, _)), Some(low)) = (originals, cond.low_res) {
+            // Rows of three: the low-resolution input (blown up), the sample, the original.
+            let small = low.dims()[2];
+            let blown = nearest_upsample(
+                &to_uint8_nhwc(&to_vec_4(low), n, 3, small, small),
+                n,
+                small,
+                r,
+            );
+            let truth = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
+            let per = r * r * 3;
+            let mut rows = Vec::with_capacity(3 * n * per);
+            for i in 0..n {
+                for part in [&blown, &images, &truth] {
+                    rows.extend_from_slice(&part[i * per..(i + 1) * per]);
+                }
+            }
+            images = rows;
+            count = 3 * n;
+        }
+        save_grid_with_columns(
+            path,
+            &images,
+            count,
+            r,
+            r,
+            if count == n { None } else { Some(3) },
+        )?;
         Ok(())
     }
 
@@ -923,6 +971,20 @@ fn read_metadata(bytes: &[u8], path: &Path) -> Result<Vec<(String, String)>> {
         .clone()
         .map(|m| m.into_iter().collect())
         .unwrap_or_default())
+}
+
+/// NHWC uint8 images of side `small` blown up to side `large` by pixel repetition.
+fn nearest_upsample(images: &[u8], n: usize, small: usize, large: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * large * large * 3);
+    for i in 0..n {
+        for y in 0..large {
+            for x in 0..large {
+                let at = ((i * small + y * small / large) * small + x * small / large) * 3;
+                out.extend_from_slice(&images[at..at + 3]);
+            }
+        }
+    }
+    out
 }
 
 fn to_vec_4(t: Tensor<4>) -> Vec<f32> {
