@@ -498,3 +498,90 @@ fn two_training_processes_equal_one() {
     let samples = header.iter().position(|k| *k == "samples").unwrap();
     assert_eq!(last[samples].parse::<f64>().unwrap(), 24.0, "{csv}");
 }
+
+/// `iddpm sample` as two processes: each draws every other batch, rank 0 writes one npz equal
+/// to a single process's (every batch has its own noise).
+#[test]
+fn two_sampling_processes_write_what_one_writes() {
+    let data = tmp("shard-data");
+    images(&data, 4, 8);
+    let log = tmp("shard-run");
+    run(with(
+        &[
+            "train",
+            "--data_dir",
+            data.to_str().unwrap(),
+            "--image_size",
+            "8",
+        ],
+        &[
+            "--log_dir",
+            log.to_str().unwrap(),
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "1",
+            "--preview_samples",
+            "0",
+        ],
+    ));
+    let model = log.join("model000001.safetensors");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let args = |out: &Path| {
+        with(
+            &[
+                "sample",
+                "--model_path",
+                model.to_str().unwrap(),
+                "--image_size",
+                "8",
+            ],
+            &[
+                "--num_samples",
+                "5",
+                "--batch_size",
+                "2",
+                "--timestep_respacing",
+                "3",
+                "--seed",
+                "9",
+                "--output_dir",
+                out.to_str().unwrap(),
+                "--dist_addr",
+                &addr,
+            ],
+        )
+    };
+    let one = tmp("shard-one");
+    run(args(&one));
+    let two = tmp("shard-two");
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_iddpm"))
+                .args(args(&two))
+                .args(["--rank", &rank.to_string(), "--world_size", "2"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let a = read_npz_array(&one.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
+    let b = read_npz_array(&two.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
+    assert_eq!(a.shape, vec![5, 8, 8, 3]);
+    assert_eq!(a, b, "two processes wrote other samples than one");
+    // Different batches got different noise (not one batch repeated).
+    let NpyData::U8(px) = &a.data else {
+        panic!("uint8 samples")
+    };
+    let per = 8 * 8 * 3;
+    assert_ne!(px[..per], px[2 * per..3 * per]);
+}

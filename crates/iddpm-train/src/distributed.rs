@@ -277,6 +277,20 @@ impl ProcessGroup {
         }
     }
 
+    /// Collects every rank's bytes on rank 0, in rank order; the other ranks get `None`.
+    pub fn gather_bytes(&mut self, local: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        if self.rank == 0 {
+            let mut all = vec![local.to_vec()];
+            for link in &mut self.links {
+                all.push(recv(link)?);
+            }
+            Ok(Some(all))
+        } else {
+            send(&mut self.links[0], local)?;
+            Ok(None)
+        }
+    }
+
     /// Gives every rank rank 0's `data` (same length everywhere).
     pub fn broadcast(&mut self, data: &mut [f32]) -> Result<()> {
         if self.world_size == 1 {

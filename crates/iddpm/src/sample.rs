@@ -31,6 +31,36 @@ pub struct SampleOptions {
     pub init_noise: Option<Vec<f32>>,
     /// Super-resolution: low-resolution images `[num_samples, 3, s, s]` in [−1, 1] and `s`.
     pub low_res: Option<(Vec<f32>, usize)>,
+    /// Draw only this share of the batches (one process of several); `None`: all.
+    pub shard: Option<Shard>,
+}
+
+/// One process's share of the batches: batch k belongs to process `k % count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's index.
+    pub index: usize,
+    /// Number of processes.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether batch `k` is this process's.
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+/// The noise generator of batch `k`: each batch has its own, so that a batch's images do not
+/// depend on which process draws it or how many batches came before.
+pub fn batch_noise(seed: u64, k: usize) -> SeededNoise {
+    let mut z = seed
+        ^ (k as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    SeededNoise::new(z ^ (z >> 31))
 }
 
 /// Sampled images.
@@ -50,7 +80,8 @@ pub struct Samples {
 
 pub use iddpm_data::pictures::to_uint8_nhwc;
 
-/// Draws `opts.num_samples` images, calling `progress(steps_done)` after every denoising step.
+/// Draws `opts.num_samples` images (with `opts.shard`, only that share of the batches, in
+/// batch order), calling `progress(steps_done)` after every denoising step.
 pub fn sample_images(
     model: &UNetModel,
     diffusion: &GaussianDiffusion,
@@ -115,12 +146,27 @@ pub fn sample_images(
             n * 3 * small * small
         )));
     }
-    let mut noise = SeededNoise::new(opts.seed);
+    if let Some(sh) = opts.shard
+        && (sh.count == 0 || sh.index >= sh.count)
+    {
+        return Err(Error::Invalid(format!(
+            "process {} of {} does not exist",
+            sh.index, sh.count
+        )));
+    }
     let mut images = Vec::with_capacity(n * s * s * 3);
+    let mut own_labels = Vec::new();
     let mut done_steps = 0u64;
     let mut start = 0;
+    let mut k = 0;
     while start < n {
         let b = opts.batch_size.min(n - start);
+        if opts.shard.is_some_and(|sh| !sh.owns(k)) {
+            start += b;
+            k += 1;
+            continue;
+        }
+        let mut noise = batch_noise(opts.seed, k);
         let shape = [b, 3, s, s];
         let x_t = match &opts.init_noise {
             Some(all) => Some(Tensor::<4>::from_data(
@@ -172,12 +218,17 @@ pub fn sample_images(
             .try_into_vec::<f32>()
             .map_err(|e| Error::Invalid(format!("cannot read samples: {e:?}")))?;
         images.extend(to_uint8_nhwc(&values, b, 3, s, s));
+        if let Some(l) = &labels {
+            own_labels.extend_from_slice(&l[start..start + b]);
+        }
         start += b;
+        k += 1;
     }
+    let count = images.len() / (s * s * 3);
     Ok(Samples {
         images,
-        labels,
-        n,
+        labels: labels.map(|_| own_labels),
+        n: count,
         h: s,
         w: s,
     })

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod data;
+pub mod distributed;
 pub mod eval;
 pub mod nll;
 pub mod sample;

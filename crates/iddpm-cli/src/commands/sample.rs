@@ -6,9 +6,10 @@ use std::time::Instant;
 use clap::Args;
 use iddpm::diffusion::Sampler;
 use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
-use iddpm::sample::{SampleOptions, sample_images};
+use iddpm::sample::{SampleOptions, Shard, sample_images};
 use iddpm::{parse_device, progress};
 
+use crate::commands::distributed::{DistFlags, gather_samples};
 use crate::commands::ensure_writable_dir;
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
@@ -26,6 +27,8 @@ pub struct SampleArgs {
     pub init_noise: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunFlags,
+    #[command(flatten)]
+    pub dist: DistFlags,
     #[command(flatten)]
     pub sampler: SamplerFlags,
     #[command(flatten)]
@@ -63,7 +66,9 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     if args.run.batch_size == 0 {
         return Err("--batch_size must be at least 1".into());
     }
-    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
+    let (rank, world) = args.dist.placement()?;
+    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
+        .map_err(|e| e.to_string())?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     if !args.run.model_path.is_file() {
@@ -112,10 +117,20 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         labels,
         init_noise,
         low_res: None,
+        shard: (world > 1).then_some(Shard {
+            index: rank,
+            count: world,
+        }),
     };
-    let batches = args.num_samples.div_ceil(args.run.batch_size) as u64;
+    let mut group = args.dist.connect(rank, world)?;
+    let batches = (0..args.num_samples.div_ceil(args.run.batch_size))
+        .filter(|k| k % world == rank)
+        .count() as u64;
     let steps = diffusion.num_timesteps() as u64;
     let bar = progress::bar(batches * steps, "sampling", "steps");
+    if rank != 0 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let started = Instant::now();
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |done| {
         bar.set_position(done);
@@ -130,6 +145,11 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    // With several processes, rank 0 collects every batch and writes the files.
+    let Some(samples) = gather_samples(&mut group, samples, args.num_samples, args.run.batch_size)?
+    else {
+        return Ok(());
+    };
     let secs = started.elapsed().as_secs_f64();
     let (n, h, w) = (samples.n, samples.h, samples.w);
     let stem = format!("samples_{n}x{h}x{w}x3");

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 use iddpm::diffusion::Sampler;
 use iddpm::io::{NpyArray, NpyData, read_npz, save_grid, write_npz};
-use iddpm::sample::{SampleOptions, sample_images};
+use iddpm::sample::{SampleOptions, Shard, sample_images};
 use iddpm::{parse_device, progress};
 
+use crate::commands::distributed::{DistFlags, gather_samples};
 use crate::commands::ensure_writable_dir;
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
@@ -28,6 +29,8 @@ pub struct SuperResArgs {
     pub num_samples: Option<usize>,
     #[command(flatten)]
     pub run: RunFlags,
+    #[command(flatten)]
+    pub dist: DistFlags,
     #[command(flatten)]
     pub sampler: SamplerFlags,
     #[command(flatten)]
@@ -90,7 +93,9 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     } else {
         None
     };
-    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
+    let (rank, world) = args.dist.placement()?;
+    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
+        .map_err(|e| e.to_string())?;
     let spec = args.model.spec(args.large_size, true)?;
     ensure_writable_dir(&args.run.output_dir)?;
     let (model, diffusion) = spec
@@ -112,18 +117,28 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
         labels,
         init_noise: None,
         low_res: Some((low, s)),
+        shard: (world > 1).then_some(Shard {
+            index: rank,
+            count: world,
+        }),
     };
+    let mut group = args.dist.connect(rank, world)?;
+    let batches = (0..n.div_ceil(args.run.batch_size))
+        .filter(|k| k % world == rank)
+        .count() as u64;
     let steps = diffusion.num_timesteps() as u64;
-    let bar = progress::bar(
-        n.div_ceil(args.run.batch_size) as u64 * steps,
-        "upsampling",
-        "steps",
-    );
+    let bar = progress::bar(batches * steps, "upsampling", "steps");
+    if rank != 0 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |d| {
         bar.set_position(d)
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    let Some(samples) = gather_samples(&mut group, samples, n, args.run.batch_size)? else {
+        return Ok(());
+    };
     let l = args.large_size;
     let stem = format!("samples_{n}x{l}x{l}x3");
     let images = NpyArray {

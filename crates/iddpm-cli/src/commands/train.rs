@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::evaluate_nll;
-use iddpm::train::{ProcessGroup, SamplerKind, TrainOptions, Trainer};
+use iddpm::train::{SamplerKind, TrainOptions, Trainer};
 use iddpm::{parse_device, progress};
 
+use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
 use crate::flags::{ModelArgs, parse_bool};
 
@@ -100,16 +101,8 @@ pub struct TrainArgs {
     /// Sampling steps of the preview (ancestral, respaced).
     #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
     pub preview_steps: usize,
-    /// Data-parallel training: number of processes (default: from mpirun's or IDDPM_* variables).
-    #[arg(long = "world_size", alias = "world-size")]
-    pub world_size: Option<usize>,
-    /// Data-parallel training: this process's rank (default: from the environment).
-    #[arg(long = "rank")]
-    pub rank: Option<usize>,
-    /// Data-parallel training: where rank 0 listens (default: IDDPM_MASTER_ADDR or
-    /// 127.0.0.1:29500).
-    #[arg(long = "dist_addr", alias = "dist-addr")]
-    pub dist_addr: Option<String>,
+    #[command(flatten)]
+    pub dist: DistFlags,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
     #[arg(long = "heldout_bpd", alias = "heldout-bpd", default_value_t = 0)]
     pub heldout_bpd: usize,
@@ -121,38 +114,6 @@ pub struct TrainArgs {
     pub small_size: Option<usize>,
     #[command(flatten)]
     pub model: ModelArgs,
-}
-
-/// This process's rank and the number of processes: from `--rank`/`--world_size`, else from
-/// the environment (`mpirun`, `IDDPM_RANK`/`IDDPM_WORLD_SIZE`), else a single process.
-fn distributed_placement(args: &TrainArgs) -> Result<(usize, usize), String> {
-    let env = ProcessGroup::env_rank_and_size().map_err(|e| e.to_string())?;
-    let (rank, world) = match (args.rank, args.world_size, env) {
-        (Some(r), Some(w), _) => (r, w),
-        (None, None, Some(e)) => e,
-        (None, None, None) => (0, 1),
-        (Some(r), None, Some((_, w))) => (r, w),
-        (None, Some(w), Some((r, _))) => (r, w),
-        _ => return Err("--rank and --world_size go together".into()),
-    };
-    if world == 0 || rank >= world {
-        return Err(format!(
-            "--rank {rank} does not exist with --world_size {world}"
-        ));
-    }
-    Ok((rank, world))
-}
-
-/// The GPU index of this process on its node (mpirun's local rank, else the rank).
-fn local_rank(rank: usize) -> usize {
-    [
-        "IDDPM_LOCAL_RANK",
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-    ]
-    .iter()
-    .find_map(|n| std::env::var(n).ok()?.parse().ok())
-    .unwrap_or(rank)
 }
 
 /// Held-out images of the embedded dataset.
@@ -182,13 +143,9 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             args.fp16_scale_growth
         ));
     }
-    let (rank, world_size) = distributed_placement(args)?;
-    let device_name = match (args.device.as_str(), world_size > 1) {
-        // One GPU per process on a node, as the reference's dist_util.dev().
-        ("cuda", true) => format!("cuda:{}", local_rank(rank)),
-        (name, _) => name.to_string(),
-    };
-    let device = parse_device(&device_name).map_err(|e| e.to_string())?;
+    let (rank, world_size) = args.dist.placement()?;
+    let device = parse_device(&args.dist.device_name(&args.device, rank, world_size))
+        .map_err(|e| e.to_string())?;
     let size = if super_res {
         args.large_size
             .ok_or("super_res_train needs --large_size")?
@@ -282,13 +239,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     if world_size > 1 {
-        let addr = args
-            .dist_addr
-            .clone()
-            .unwrap_or_else(ProcessGroup::env_master_addr);
-        println!("rank {rank} of {world_size}: meeting at {addr}");
-        let group = ProcessGroup::connect(rank, world_size, &addr, Duration::from_secs(600))
-            .map_err(|e| e.to_string())?;
+        let group = args.dist.connect(rank, world_size)?;
         trainer.join_group(group).map_err(|e| e.to_string())?;
     }
     let main = rank == 0;
