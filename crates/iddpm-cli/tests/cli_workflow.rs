@@ -61,6 +61,30 @@ fn run(args: Vec<String>) -> String {
     iddpm(&refs)
 }
 
+/// Runs `world` iddpm processes at once, each set up by `setup(rank, command)`, and requires
+/// every one to succeed.
+fn run_ranks(world: usize, setup: impl Fn(usize, &mut Command)) {
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_iddpm"));
+            setup(rank, &mut cmd);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in children.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "rank {rank}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 fn images(dir: &Path, n: usize, size: u32) {
     for i in 0..n {
         let img = image::RgbImage::from_fn(size, size, |x, y| {
@@ -458,27 +482,12 @@ fn two_training_processes_equal_one() {
     let single = tmp("ddp-single");
     run(args(&single, "8", "4"));
     let shared = tmp("ddp-two");
-    let children: Vec<_> = (0..2)
-        .map(|rank| {
-            Command::new(env!("CARGO_BIN_EXE_iddpm"))
-                .args(args(&shared, "4", "-1"))
-                .env("IDDPM_RANK", rank.to_string())
-                .env("IDDPM_WORLD_SIZE", "2")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let o = child.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    // Placed by the environment, as mpirun would.
+    run_ranks(2, |rank, cmd| {
+        cmd.args(args(&shared, "4", "-1"))
+            .env("IDDPM_RANK", rank.to_string())
+            .env("IDDPM_WORLD_SIZE", "2");
+    });
     // Same seed, same initial weights, same examples, timesteps and noise: same result.
     let a = iddpm::checkpoint::load_state_dict(&single.join("model000003.safetensors")).unwrap();
     let b = iddpm::checkpoint::load_state_dict(&shared.join("model000003.safetensors")).unwrap();
@@ -559,21 +568,11 @@ fn two_sampling_processes_write_what_one_writes() {
     let one = tmp("shard-one");
     run(args(&one));
     let two = tmp("shard-two");
-    let children: Vec<_> = (0..2)
-        .map(|rank| {
-            Command::new(env!("CARGO_BIN_EXE_iddpm"))
-                .args(args(&two))
-                .args(["--rank", &rank.to_string(), "--world_size", "2"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    // Placed by flags.
+    run_ranks(2, |rank, cmd| {
+        cmd.args(args(&two))
+            .args(["--rank", &rank.to_string(), "--world_size", "2"]);
+    });
     let a = read_npz_array(&one.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
     let b = read_npz_array(&two.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
     assert_eq!(a.shape, vec![5, 8, 8, 3]);
