@@ -508,10 +508,10 @@ fn two_training_processes_equal_one() {
     assert_eq!(last[samples].parse::<f64>().unwrap(), 24.0, "{csv}");
 }
 
-/// `iddpm sample` as two processes: each draws every other batch, rank 0 writes one npz equal
-/// to a single process's (every batch has its own noise).
+/// `iddpm sample` and `iddpm nll` as two processes: each takes every other batch, rank 0 writes
+/// what a single process writes (every batch has its own noise).
 #[test]
-fn two_sampling_processes_write_what_one_writes() {
+fn two_processes_sample_and_evaluate_like_one() {
     let data = tmp("shard-data");
     images(&data, 4, 8);
     let log = tmp("shard-run");
@@ -583,4 +583,42 @@ fn two_sampling_processes_write_what_one_writes() {
     };
     let per = 8 * 8 * 3;
     assert_ne!(px[..per], px[2 * per..3 * per]);
+
+    // The bound on 4 images in batches of 1: two batches per process.
+    let nll_args = |out: &Path| {
+        with(
+            &[
+                "nll",
+                "--model_path",
+                model.to_str().unwrap(),
+                "--image_size",
+                "8",
+            ],
+            &[
+                "--data_dir",
+                data.to_str().unwrap(),
+                "--num_samples",
+                "4",
+                "--batch_size",
+                "1",
+                "--output_dir",
+                out.to_str().unwrap(),
+                "--dist_addr",
+                &addr,
+            ],
+        )
+    };
+    let one = tmp("nll-one");
+    let printed = run(nll_args(&one));
+    let two = tmp("nll-two");
+    run_ranks(2, |rank, cmd| {
+        cmd.args(nll_args(&two))
+            .args(["--rank", &rank.to_string(), "--world_size", "2"]);
+    });
+    for name in ["vb_terms.npz", "mse_terms.npz", "xstart_mse_terms.npz"] {
+        let a = read_npz_array(&one.join(name), "arr_0").unwrap();
+        let b = read_npz_array(&two.join(name), "arr_0").unwrap();
+        assert_eq!(a, b, "{name} differs between one and two processes");
+    }
+    assert!(printed.contains("over 4 images"), "{printed}");
 }

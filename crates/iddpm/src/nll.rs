@@ -2,10 +2,11 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::Dataset;
-use iddpm_diffusion::{Conditioning, GaussianDiffusion, SeededNoise};
+use iddpm_diffusion::{Conditioning, GaussianDiffusion};
 use iddpm_nn::UNetModel;
 
 use crate::error::{Error, Result};
+use crate::sample::{Shard, batch_noise};
 
 /// The bound over a set of images.
 #[derive(Debug, Clone)]
@@ -29,6 +30,49 @@ fn host(t: Tensor<2>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Invalid(format!("cannot read results: {e:?}")))
 }
 
+/// The bound's sums over one batch: what a process of a sharded evaluation sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NllBatch {
+    /// The batch's index.
+    pub batch: usize,
+    /// Images in it.
+    pub count: usize,
+    /// Sum of the images' total bits/dim.
+    pub total: f64,
+    /// Per-timestep sums of the vb terms, ε MSEs and x̂_0 MSEs.
+    pub vb: Vec<f64>,
+    /// See `vb`.
+    pub mse: Vec<f64>,
+    /// See `vb`.
+    pub xstart_mse: Vec<f64>,
+}
+
+impl NllBatch {
+    /// As f64 values: batch, count, total, then the three term vectors.
+    pub fn to_values(&self) -> Vec<f64> {
+        let mut v = vec![self.batch as f64, self.count as f64, self.total];
+        v.extend(&self.vb);
+        v.extend(&self.mse);
+        v.extend(&self.xstart_mse);
+        v
+    }
+
+    /// The inverse of [`to_values`](Self::to_values) for `t` timesteps.
+    pub fn from_values(v: &[f64], t: usize) -> Option<Self> {
+        if v.len() != 3 + 3 * t {
+            return None;
+        }
+        Some(Self {
+            batch: v[0] as usize,
+            count: v[1] as usize,
+            total: v[2],
+            vb: v[3..3 + t].to_vec(),
+            mse: v[3 + t..3 + 2 * t].to_vec(),
+            xstart_mse: v[3 + 2 * t..].to_vec(),
+        })
+    }
+}
+
 /// Evaluates the full variational bound on the first `num_images` images of `data` (in order),
 /// calling `progress(done, running_bpd)` after each batch.
 #[allow(clippy::too_many_arguments)]
@@ -43,6 +87,37 @@ pub fn evaluate_nll(
     device: &Device,
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<NllReport> {
+    let batches = evaluate_nll_batches(
+        model,
+        diffusion,
+        data,
+        num_images,
+        batch_size,
+        clip_denoised,
+        seed,
+        None,
+        device,
+        progress,
+    )?;
+    combine_nll(batches, diffusion.num_timesteps())
+}
+
+/// The per-batch sums of the bound over the first `num_images` images, only for the batches of
+/// `shard` when given (batch k belongs to process k mod count). Each batch draws its noise from
+/// its own generator, so the result does not depend on how batches are shared out.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_nll_batches(
+    model: &UNetModel,
+    diffusion: &GaussianDiffusion,
+    data: &dyn Dataset,
+    num_images: usize,
+    batch_size: usize,
+    clip_denoised: bool,
+    seed: u64,
+    shard: Option<Shard>,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<Vec<NllBatch>> {
     if num_images == 0 || batch_size == 0 {
         return Err(Error::Invalid(
             "--num_samples and --batch_size must be at least 1".into(),
@@ -54,15 +129,17 @@ pub fn evaluate_nll(
     }
     let r = data.resolution();
     let t = diffusion.num_timesteps();
-    let mut noise = SeededNoise::new(seed);
-    let (mut vb, mut mse, mut xmse) = (vec![0f64; t], vec![0f64; t], vec![0f64; t]);
-    let mut total = 0f64;
-    let mut done = 0;
-    while done < n {
-        let b = batch_size.min(n - done);
+    let mut out = Vec::new();
+    let (mut done, mut running) = (0, 0f64);
+    for k in 0..n.div_ceil(batch_size) {
+        if shard.is_some_and(|sh| !sh.owns(k)) {
+            continue;
+        }
+        let first = k * batch_size;
+        let b = batch_size.min(n - first);
         let mut values = Vec::with_capacity(b * 3 * r * r);
         let mut labels = Vec::with_capacity(b);
-        for i in done..done + b {
+        for i in first..first + b {
             let (img, label) = data.get(i)?;
             values.extend(img);
             labels.push(label.unwrap_or(0));
@@ -76,6 +153,7 @@ pub fn evaluate_nll(
         } else {
             Conditioning::none()
         };
+        let mut noise = batch_noise(seed, k);
         let terms = diffusion.calc_bpd_loop(model, x, clip_denoised, &cond, &mut noise)?;
         let totals = terms
             .total_bpd
@@ -83,28 +161,54 @@ pub fn evaluate_nll(
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::Invalid(format!("{e:?}")))?;
-        total += totals.iter().map(|&v| v as f64).sum::<f64>();
-        for (acc, m) in [
-            (&mut vb, terms.vb),
-            (&mut mse, terms.mse),
-            (&mut xmse, terms.xstart_mse),
-        ] {
-            let values = host(m)?;
-            for row in values.chunks(t) {
+        let mut sums = [vec![0f64; t], vec![0f64; t], vec![0f64; t]];
+        for (acc, m) in sums.iter_mut().zip([terms.vb, terms.mse, terms.xstart_mse]) {
+            for row in host(m)?.chunks(t) {
                 for (a, v) in acc.iter_mut().zip(row) {
                     *a += *v as f64;
                 }
             }
         }
+        let [vb, mse, xstart_mse] = sums;
+        let total = totals.iter().map(|&v| v as f64).sum::<f64>();
         done += b;
-        progress(done, total / done as f64);
+        running += total;
+        progress(done, running / done as f64);
+        out.push(NllBatch {
+            batch: k,
+            count: b,
+            total,
+            vb,
+            mse,
+            xstart_mse,
+        });
     }
-    let mean = |v: Vec<f64>| v.into_iter().map(|x| (x / n as f64) as f32).collect();
+    Ok(out)
+}
+
+/// The report of all batches (from any processes), summed in batch order.
+pub fn combine_nll(mut batches: Vec<NllBatch>, t: usize) -> Result<NllReport> {
+    batches.sort_by_key(|b| b.batch);
+    let n: usize = batches.iter().map(|b| b.count).sum();
+    if n == 0 {
+        return Err(Error::Invalid("no images were evaluated".into()));
+    }
+    let mut total = 0f64;
+    let mut sums = [vec![0f64; t], vec![0f64; t], vec![0f64; t]];
+    for b in &batches {
+        total += b.total;
+        for (acc, part) in sums.iter_mut().zip([&b.vb, &b.mse, &b.xstart_mse]) {
+            for (a, v) in acc.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+    }
+    let mean = |v: &Vec<f64>| v.iter().map(|x| (x / n as f64) as f32).collect();
     Ok(NllReport {
         num_images: n,
         bpd: total / n as f64,
-        vb: mean(vb),
-        mse: mean(mse),
-        xstart_mse: mean(xmse),
+        vb: mean(&sums[0]),
+        mse: mean(&sums[1]),
+        xstart_mse: mean(&sums[2]),
     })
 }

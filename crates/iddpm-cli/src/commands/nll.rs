@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, fashion_mnist};
 use iddpm::io::{NpyArray, NpyData, write_npz};
-use iddpm::nll::evaluate_nll;
+use iddpm::nll::{NllBatch, combine_nll, evaluate_nll_batches};
+use iddpm::sample::Shard;
 use iddpm::{parse_device, progress};
 
+use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
 use crate::flags::{ModelArgs, RunFlags, parse_bool};
 
@@ -26,6 +28,8 @@ pub struct NllArgs {
     #[command(flatten)]
     pub run: RunFlags,
     #[command(flatten)]
+    pub dist: DistFlags,
+    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -34,7 +38,9 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     if args.num_samples == 0 || args.run.batch_size == 0 {
         return Err("--num_samples and --batch_size must be at least 1".into());
     }
-    let device = parse_device(&args.run.device).map_err(|e| e.to_string())?;
+    let (rank, world) = args.dist.placement()?;
+    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
+        .map_err(|e| e.to_string())?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     if !args.run.model_path.is_file() {
@@ -60,8 +66,16 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
     let n = args.num_samples.min(data.len());
-    let bar = progress::bar(n as u64, "nll", "images");
-    let report = evaluate_nll(
+    let mut group = args.dist.connect(rank, world)?;
+    let shard = (world > 1).then_some(Shard {
+        index: rank,
+        count: world,
+    });
+    let bar = progress::bar(n.div_ceil(world) as u64, "nll", "images");
+    if rank != 0 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let batches = evaluate_nll_batches(
         &model,
         &diffusion,
         data.as_ref(),
@@ -69,6 +83,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         args.run.batch_size,
         args.clip_denoised,
         args.run.seed,
+        shard,
         &device,
         &mut |done, bpd| {
             bar.set_position(done as u64);
@@ -77,6 +92,34 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    // With several processes, rank 0 collects every batch's sums and writes the results.
+    let t = diffusion.num_timesteps();
+    let batches = if world > 1 {
+        let bytes: Vec<u8> = batches
+            .iter()
+            .flat_map(NllBatch::to_values)
+            .flat_map(f64::to_le_bytes)
+            .collect();
+        let Some(parts) = group.gather_bytes(&bytes).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let mut all = Vec::new();
+        for (r, part) in parts.iter().enumerate() {
+            let values: Vec<f64> = part
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect();
+            for chunk in values.chunks(3 + 3 * t) {
+                all.push(NllBatch::from_values(chunk, t).ok_or_else(|| {
+                    format!("rank {r} sent malformed results (are the flags the same?)")
+                })?);
+            }
+        }
+        all
+    } else {
+        batches
+    };
+    let report = combine_nll(batches, t).map_err(|e| e.to_string())?;
     for (name, terms) in [
         ("vb", &report.vb),
         ("mse", &report.mse),
