@@ -4,6 +4,8 @@
 //! pickle code, reads safetensors (F32/F16/BF16/F64), and writes safetensors atomically with
 //! the same key names, so the reference loads what iddpm writes and vice versa.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod pickle;
 pub mod safetensors_io;

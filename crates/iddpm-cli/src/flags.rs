@@ -202,7 +202,7 @@ pub struct RunFlags {
     /// Where the outputs go.
     #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
     pub output_dir: std::path::PathBuf,
-    /// flex (CPU) or cuda[:N].
+    /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
 }

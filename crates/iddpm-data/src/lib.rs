@@ -7,6 +7,8 @@
 //! - [`BatchLoader`]: endless, shuffled, resumable batches.
 //! - [`convert`]: MNIST/Fashion-MNIST IDX files and CIFAR-10 batches to image folders.
 
+#![warn(missing_docs)]
+
 pub mod convert;
 pub mod dataset;
 pub mod error;

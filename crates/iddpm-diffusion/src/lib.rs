@@ -8,6 +8,8 @@
 //! - [`resample`]: uniform and loss-second-moment timestep samplers.
 //! - [`noise`]: seeded or recorded noise, so that every run can be replayed.
 
+#![warn(missing_docs)]
+
 pub mod coefficients;
 pub mod config;
 pub mod error;

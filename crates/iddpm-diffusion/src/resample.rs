@@ -55,7 +55,7 @@ impl ScheduleSampler for UniformSampler {
     }
 }
 
-/// Importance sampling for L_vlb (Improved DDPM §3.3): p_t ∝ sqrt(E[L_t²]) over the last
+/// Importance sampling for L_vlb (Improved DDPM §3.3): p_t ∝ sqrt(E(L_t²)) over the last
 /// `history_per_term` losses of each timestep, mixed with a little uniform probability; uniform
 /// until every timestep has a full history.
 #[derive(Debug, Clone, PartialEq)]

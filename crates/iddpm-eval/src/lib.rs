@@ -1,6 +1,8 @@
 //! Sample-quality metrics on Inception features: the Fréchet distance (FID) and k-NN
 //! precision/recall, numerically as the standard evaluators (pytorch-fid, guided-diffusion).
 
+#![warn(missing_docs)]
+
 pub mod fid_inception;
 pub mod frechet;
 pub mod manifold;

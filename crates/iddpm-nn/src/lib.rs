@@ -1,6 +1,8 @@
 //! The networks of Improved DDPM: the UNet (`UNetModel`) and its super-resolution variant,
 //! with parameters addressable by the reference's PyTorch names.
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod checkpoint;
 pub mod config;

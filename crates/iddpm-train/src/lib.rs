@@ -3,6 +3,8 @@
 //! sampling, linear learning-rate annealing, logs, loss curves, preview grids, and
 //! checkpoints that resume exactly; data-parallel across processes ([`ProcessGroup`]).
 
+#![warn(missing_docs)]
+
 pub mod adamw;
 pub mod distributed;
 pub mod ema;

@@ -11,6 +11,8 @@
 //!
 //! Tensors live on any burn device; [`default_device`] is the pure-Rust CPU device (Flex).
 
+#![warn(missing_docs)]
+
 pub mod device;
 pub mod error;
 pub mod evaluate;

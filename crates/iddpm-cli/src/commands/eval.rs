@@ -24,7 +24,7 @@ pub struct EvalArgs {
     /// Where to write the results as JSON.
     #[arg(long = "output", default_value = "eval_results.json")]
     pub output: PathBuf,
-    /// flex (CPU) or cuda[:N].
+    /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
 }

@@ -85,10 +85,10 @@ pub struct TrainArgs {
     /// Seed of all randomness.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
-    /// flex (CPU) or cuda[:N].
+    /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
-    /// Where logs, checkpoints and pictures go (default runs/<timestamp>).
+    /// Where logs, checkpoints and pictures go (default runs/TIMESTAMP).
     #[arg(long = "log_dir", alias = "log-dir")]
     pub log_dir: Option<PathBuf>,
     /// Images in the preview grid written at each save (0: none).
