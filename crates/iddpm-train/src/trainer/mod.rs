@@ -1,0 +1,587 @@
+//! The training loop (the reference's `TrainLoop`): batches, microbatches, importance
+//! sampling, AdamW, EMAs, logs, previews and resumable checkpoints.
+
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use iddpm_data::{BatchLoader, Dataset};
+use iddpm_diffusion::{
+    Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, ScheduleSampler,
+    UniformSampler,
+};
+use iddpm_nn::{ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, param_names};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::adamw::{AdamW, to_vec};
+use crate::distributed::ProcessGroup;
+use crate::ema::Ema;
+use crate::error::{Result, TrainError};
+use crate::logger::Logger;
+
+mod checkpoints;
+mod options;
+mod preview;
+
+pub use checkpoints::parse_resume_step;
+pub use options::{INITIAL_LG_LOSS_SCALE, SamplerKind, StepReport, TrainOptions};
+
+enum TimestepSampler {
+    Uniform(UniformSampler),
+    LossSecondMoment(LossSecondMomentResampler),
+}
+
+impl TimestepSampler {
+    fn get(&self) -> &dyn ScheduleSampler {
+        match self {
+            Self::Uniform(s) => s,
+            Self::LossSecondMoment(s) => s,
+        }
+    }
+}
+
+/// Calls `f(index, name, slot)` for every parameter in order.
+pub fn for_each_param<M: VisitParams + ?Sized>(
+    model: &mut M,
+    f: impl FnMut(usize, &str, &mut dyn ParamSlot),
+) {
+    struct V<F>(F, usize);
+    impl<F: FnMut(usize, &str, &mut dyn ParamSlot)> ParamVisitor for V<F> {
+        fn visit(&mut self, name: &str, _shape: &[usize], p: &mut dyn ParamSlot) {
+            (self.0)(self.1, name, p);
+            self.1 += 1;
+        }
+    }
+    model.visit_params("", &mut V(f, 0));
+}
+
+/// A training run in progress.
+pub struct Trainer<'d> {
+    model: UNetModel,
+    unet_config: UNetConfig,
+    diffusion: GaussianDiffusion,
+    diffusion_config: DiffusionConfig,
+    opts: TrainOptions,
+    opt: AdamW,
+    emas: Vec<Ema>,
+    sampler: TimestepSampler,
+    group: ProcessGroup,
+    loader: BatchLoader<'d>,
+    step: u64,
+    device: Device,
+    train_device: Device,
+    logger: Logger,
+    loss_points: Vec<(f64, f64)>,
+    preview_model: Option<UNetModel>,
+    names: Vec<(String, Vec<usize>)>,
+    resolution: usize,
+    lg_loss_scale: f64,
+}
+
+/// The device seed for the dropout masks of one microbatch (splitmix64 of the three inputs).
+fn dropout_seed(seed: u64, step: u64, offset: u64) -> u64 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ offset.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator of one training example's timestep and noise, keyed by the run's seed, the
+/// step and the example's position in the global batch: the draws do not depend on how the
+/// batch is split into microbatches or processes, and need no state to resume.
+fn example_rng(seed: u64, step: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(dropout_seed(seed, step, index) ^ 0x5EED);
+    rng.set_stream(index);
+    rng
+}
+
+impl<'d> Trainer<'d> {
+    /// Sets up a run on `device` (the autodiff device is derived from it). Everything that
+    /// can be checked before spending compute is checked here.
+    pub fn new(
+        unet_config: UNetConfig,
+        diffusion_config: DiffusionConfig,
+        data: &'d dyn Dataset,
+        opts: TrainOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        if opts.batch_size == 0 {
+            return Err(TrainError::Config("--batch_size must be at least 1".into()));
+        }
+        if opts.microbatch > opts.batch_size {
+            return Err(TrainError::Config(format!(
+                "--microbatch {} is larger than --batch_size {}",
+                opts.microbatch, opts.batch_size
+            )));
+        }
+        if opts.log_interval == 0 || opts.save_interval == 0 {
+            return Err(TrainError::Config(
+                "--log_interval and --save_interval must be at least 1".into(),
+            ));
+        }
+        if let Some(rate) = opts.ema_rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
+            return Err(TrainError::Config(format!(
+                "--ema_rate {rate} is not in [0, 1)"
+            )));
+        }
+        if opts.lr.is_nan() || opts.lr <= 0.0 {
+            return Err(TrainError::Config(format!(
+                "--lr {} must be positive",
+                opts.lr
+            )));
+        }
+        let resolution = data.resolution();
+        if let Some(small) = opts.small_size
+            && (small == 0 || !resolution.is_multiple_of(small))
+        {
+            return Err(TrainError::Config(format!(
+                "--small_size {small} must divide --large_size {resolution}"
+            )));
+        }
+        let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
+        if unet_config.in_channels != expect_in {
+            return Err(TrainError::Config(
+                "super-resolution training needs the super-resolution network".into(),
+            ));
+        }
+        unet_config.check_image_size(resolution)?;
+        if data.len() < opts.batch_size {
+            return Err(TrainError::Config(format!(
+                "the dataset has {} images, fewer than --batch_size {}",
+                data.len(),
+                opts.batch_size
+            )));
+        }
+        let diffusion = diffusion_config.build_with_respacing("")?;
+        // --use_checkpoint: burn recomputes memory-bound activations in the backward pass.
+        let train_device = if unet_config.use_checkpoint {
+            device.clone().autodiff().gradient_checkpointing()
+        } else {
+            device.clone().autodiff()
+        };
+        // --seed decides the initial weights too.
+        train_device.seed(opts.seed ^ 0x1A17_u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut model = UNetModel::new(&unet_config, &train_device);
+        model.set_torso_f16(opts.use_fp16);
+        let names = param_names(&mut model);
+        let mut flats = Vec::new();
+        for_each_param(&mut model, |_, name, p| {
+            flats.push((name.to_string(), p.flat()))
+        });
+        let emas = opts
+            .ema_rates
+            .iter()
+            .map(|&r| Ema::new(r, flats.clone()))
+            .collect();
+        let sampler = match opts.schedule_sampler {
+            SamplerKind::Uniform => {
+                TimestepSampler::Uniform(UniformSampler::new(diffusion.num_timesteps()))
+            }
+            SamplerKind::LossSecondMoment => TimestepSampler::LossSecondMoment(
+                LossSecondMomentResampler::new(diffusion.num_timesteps()),
+            ),
+        };
+        let logger = Logger::new(&opts.log_dir, opts.quiet)?;
+        let loader = BatchLoader::new(data, opts.batch_size, opts.seed)?;
+        Ok(Self {
+            model,
+            unet_config,
+            diffusion,
+            diffusion_config,
+            opt: AdamW::new(opts.weight_decay),
+            emas,
+            sampler,
+            group: ProcessGroup::single(),
+            loader,
+            step: 0,
+            device: device.clone(),
+            train_device,
+            logger,
+            loss_points: Vec::new(),
+            preview_model: None,
+            names,
+            resolution,
+            lg_loss_scale: opts.initial_lg_loss_scale,
+            opts,
+        })
+    }
+
+    /// Makes this trainer one process of a data-parallel run: every process trains on its
+    /// part (`--batch_size` examples) of a global batch of `batch_size × world_size`, gradients
+    /// are summed across processes, and all start from the main process's weights. Results
+    /// equal a single process training on the global batch with `--microbatch batch_size`.
+    /// Call before [`resume`](Self::resume).
+    pub fn join_group(&mut self, mut group: ProcessGroup) -> Result<()> {
+        let global_batch = self.opts.batch_size * group.world_size();
+        let data = self.loader.data();
+        if data.len() < global_batch {
+            return Err(TrainError::Config(format!(
+                "the dataset has {} images, fewer than --batch_size {} x {} processes",
+                data.len(),
+                self.opts.batch_size,
+                group.world_size()
+            )));
+        }
+        self.loader = BatchLoader::new(data, global_batch, self.opts.seed)?;
+        // The same initial weights everywhere: the main process's.
+        let mut failure = None;
+        let mut flats = Vec::new();
+        for_each_param(&mut self.model, |_, name, p| {
+            if failure.is_some() {
+                return;
+            }
+            let current = p.flat();
+            let device = current.device();
+            let mut host = to_vec(&current);
+            match group.broadcast(&mut host) {
+                Ok(()) => {
+                    let n = host.len();
+                    let value = Tensor::<1>::from_data(TensorData::new(host, [n]), &device);
+                    p.set_flat(value.clone());
+                    flats.push((name.to_string(), value));
+                }
+                Err(e) => failure = Some(e),
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        for ema in &mut self.emas {
+            ema.params = flats.clone();
+        }
+        self.group = group;
+        Ok(())
+    }
+
+    /// The process group (a group of one unless [`join_group`](Self::join_group) was called).
+    pub fn group_mut(&mut self) -> &mut ProcessGroup {
+        &mut self.group
+    }
+
+    /// Steps completed.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// The model being trained (on the autodiff device).
+    pub fn model_mut(&mut self) -> &mut UNetModel {
+        &mut self.model
+    }
+
+    /// The EMAs.
+    pub fn emas(&self) -> &[Ema] {
+        &self.emas
+    }
+
+    /// Whether the run has reached `--max_steps` or the end of `--lr_anneal_steps`.
+    pub fn finished(&self) -> bool {
+        self.opts.max_steps.is_some_and(|m| self.step >= m)
+            || (self.opts.lr_anneal_steps > 0 && self.step >= self.opts.lr_anneal_steps)
+    }
+
+    /// The learning rate of the next step (linear annealing).
+    pub fn current_lr(&self) -> f64 {
+        if self.opts.lr_anneal_steps == 0 {
+            self.opts.lr
+        } else {
+            self.opts.lr * (1.0 - self.step as f64 / self.opts.lr_anneal_steps as f64)
+        }
+    }
+
+    fn low_res(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
+        let small = self.opts.small_size?;
+        let k = x.dims()[2] / small;
+        Some(avg_pool2d(x.clone(), AvgPoolOptions::new([k, k])))
+    }
+
+    /// One optimizer step on the next batch (in a data-parallel run: on this process's part of
+    /// the next global batch, with gradients summed over all processes).
+    pub fn run_step(&mut self) -> Result<StepReport> {
+        let world = self.group.world_size();
+        let b = self.opts.batch_size;
+        let global_b = b * world;
+        let first = self.group.rank() * b;
+        let batch = self.loader.next_batch_part(first..first + b)?;
+        let r = batch.resolution;
+        let chw = 3 * r * r;
+        let micro = if self.opts.microbatch == 0 {
+            b
+        } else {
+            self.opts.microbatch
+        };
+        let (ts, weights, noise) = self.draw_examples(first, b, chw);
+        let mut acc: Vec<Option<Tensor<1>>> = Vec::new();
+        let loss_scale = if self.opts.use_fp16 {
+            self.lg_loss_scale.exp2()
+        } else {
+            1.0
+        };
+        // Per example: unweighted loss, and the logged terms (weighted, as the reference logs).
+        let mut raw_loss = Vec::with_capacity(b);
+        let mut terms: Vec<(&'static str, Vec<f32>)> = Vec::new();
+        let mut start = 0;
+        while start < b {
+            let m = micro.min(b - start);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(
+                    batch.images[start * chw..(start + m) * chw].to_vec(),
+                    [m, 3, r, r],
+                ),
+                &self.train_device,
+            );
+            let t = &ts[start..start + m];
+            let w = &weights[start..start + m];
+            let eps = Tensor::<4>::from_data(
+                TensorData::new(noise[start * chw..(start + m) * chw].to_vec(), [m, 3, r, r]),
+                &self.train_device,
+            );
+            // Dropout draws its masks from the device's generator: reseeding it from the step
+            // and the example's global index makes them reproducible, so a resumed run
+            // replays them exactly, whatever the split into processes.
+            self.train_device.seed(dropout_seed(
+                self.opts.seed,
+                self.step,
+                (first + start) as u64,
+            ));
+            let mut cond = Conditioning::none();
+            if let Some(labels) = &batch.labels
+                && self.unet_config.num_classes.is_some()
+            {
+                cond.labels = Some(Tensor::<1, Int>::from_data(
+                    TensorData::new(labels[start..start + m].to_vec(), [m]),
+                    &self.train_device,
+                ));
+            }
+            cond.low_res = self.low_res(&x);
+            let losses = self
+                .diffusion
+                .training_losses(&self.model, x, t, eps, &cond)?;
+            let loss_values = to_vec(&losses.loss.clone().inner());
+            raw_loss.extend(loss_values.iter().copied());
+            let mut logged = vec![("loss", loss_values)];
+            if let Some(mse) = &losses.mse {
+                logged.push(("mse", to_vec(&mse.clone().inner())));
+            }
+            if let Some(vb) = &losses.vb {
+                logged.push(("vb", to_vec(&vb.clone().inner())));
+            }
+            for (key, values) in logged {
+                let weighted = values.iter().zip(w).map(|(v, w)| v * w);
+                match terms.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, all)) => all.extend(weighted),
+                    None => terms.push((key, weighted.collect())),
+                }
+            }
+            let wt = Tensor::<1>::from_data(TensorData::new(w.to_vec(), [m]), &self.train_device);
+            // Scaled so that the gradients summed over microbatches and processes are the
+            // global batch's mean (times the loss scale of mixed precision, undone below).
+            let loss = (losses.loss * wt)
+                .mean()
+                .mul_scalar((m as f64 / global_b as f64 * loss_scale) as f32);
+            let grads = loss.backward();
+            if acc.is_empty() {
+                for_each_param(&mut self.model, |_, _, _| acc.push(None));
+            }
+            for_each_param(&mut self.model, |i, _, p| {
+                if let Some(g) = p.grad_flat(&grads) {
+                    acc[i] = Some(match acc[i].take() {
+                        Some(a) => a + g,
+                        None => g,
+                    });
+                }
+            });
+            start += m;
+        }
+        let loss = self.share_losses(b, &ts, &raw_loss, &terms)?;
+        if world > 1 {
+            self.all_reduce_gradients(&mut acc)?;
+        }
+        let lr = self.current_lr();
+        let mut sq = Vec::new();
+        for g in acc.iter().flatten() {
+            sq.push((g.clone() * g.clone()).sum());
+        }
+        let scaled_norm = if sq.is_empty() {
+            0.0
+        } else {
+            let total: f32 = Tensor::cat(sq, 0).sum().into_scalar();
+            (total as f64).sqrt()
+        };
+        if self.opts.use_fp16 {
+            self.logger.log("lg_loss_scale", self.lg_loss_scale);
+            // A gradient that overflowed f16 makes the squared norm inf or NaN (finite f16
+            // values cannot overflow it in f32): skip the update and halve the scale.
+            if !scaled_norm.is_finite() {
+                self.lg_loss_scale -= 1.0;
+                self.step += 1;
+                self.loss_points.push((self.step as f64, loss));
+                self.log_step_counts(global_b, lr);
+                return Ok(StepReport {
+                    step: self.step,
+                    loss,
+                    grad_norm: 0.0,
+                    skipped: true,
+                    lg_loss_scale: Some(self.lg_loss_scale),
+                });
+            }
+            let unscale = (1.0 / loss_scale) as f32;
+            for g in acc.iter_mut().flatten() {
+                *g = g.clone().mul_scalar(unscale);
+            }
+        }
+        let grad_norm = scaled_norm / loss_scale;
+        self.apply_gradients(&mut acc, lr);
+        self.step += 1;
+        self.loss_points.push((self.step as f64, loss));
+        self.logger.log_mean("grad_norm", grad_norm);
+        self.log_step_counts(global_b, lr);
+        let lg_loss_scale = self.opts.use_fp16.then(|| {
+            self.lg_loss_scale += self.opts.fp16_scale_growth;
+            self.lg_loss_scale
+        });
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            grad_norm,
+            skipped: false,
+            lg_loss_scale,
+        })
+    }
+
+    /// Each of this process's examples' timestep, importance weight and noise, drawn from a
+    /// generator keyed by the example's index in the global batch.
+    fn draw_examples(
+        &self,
+        first: usize,
+        b: usize,
+        chw: usize,
+    ) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+        let mut ts = Vec::with_capacity(b);
+        let mut weights = Vec::with_capacity(b);
+        let mut noise = Vec::with_capacity(b * chw);
+        for i in 0..b {
+            let mut rng = example_rng(self.opts.seed, self.step, (first + i) as u64);
+            let (t, w) = self.sampler.get().sample(1, &mut rng);
+            ts.push(t[0]);
+            weights.push(w[0]);
+            noise.extend((0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+        }
+        (ts, weights, noise)
+    }
+
+    /// Shares every example's timestep and losses with all processes (in global order), feeds
+    /// the loss-aware sampler, logs the terms and their quartiles; returns the batch's loss.
+    fn share_losses(
+        &mut self,
+        b: usize,
+        ts: &[usize],
+        raw_loss: &[f32],
+        terms: &[(&'static str, Vec<f32>)],
+    ) -> Result<f64> {
+        // Every process sees every example's timestep and losses, in global order.
+        let mut local = Vec::with_capacity(b * (2 + terms.len()));
+        local.extend(ts.iter().map(|&t| t as f32));
+        local.extend(raw_loss);
+        for (_, values) in terms {
+            local.extend(values);
+        }
+        let all = self.group.all_gather(&local)?;
+        let per_rank = local.len();
+        let column = |k: usize| -> Vec<f32> {
+            all.chunks(per_rank)
+                .flat_map(|c| c[k * b..(k + 1) * b].to_vec())
+                .collect()
+        };
+        let all_t: Vec<usize> = column(0).iter().map(|&t| t as usize).collect();
+        if let TimestepSampler::LossSecondMoment(s) = &mut self.sampler {
+            let all_loss: Vec<f64> = column(1).iter().map(|&v| f64::from(v)).collect();
+            s.update_with_all_losses(&all_t, &all_loss);
+        }
+        let t_total = self.diffusion.num_timesteps();
+        let mut loss = 0.0;
+        for (k, (key, _)) in terms.iter().enumerate() {
+            let values: Vec<f64> = column(2 + k).iter().map(|&v| f64::from(v)).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            if *key == "loss" {
+                loss = mean;
+            }
+            self.logger.log_mean(key, mean);
+            for (&ti, &v) in all_t.iter().zip(&values) {
+                let quartile = 4 * ti / t_total;
+                self.logger.log_mean(&format!("{key}_q{quartile}"), v);
+            }
+        }
+        Ok(loss)
+    }
+
+    /// One AdamW update of every parameter with the accumulated gradients, then the EMAs.
+    fn apply_gradients(&mut self, acc: &mut [Option<Tensor<1>>], lr: f64) {
+        self.opt.begin_step();
+        let opt = &mut self.opt;
+        let mut new_flats = Vec::with_capacity(acc.len());
+        for_each_param(&mut self.model, |i, name, p| {
+            let current = p.flat();
+            let updated = match acc[i].take() {
+                Some(g) => opt.update(name, current, g, lr),
+                None => current,
+            };
+            p.set_flat(updated.clone());
+            new_flats.push(updated);
+        });
+        for ema in &mut self.emas {
+            ema.update(&new_flats);
+        }
+    }
+
+    /// Sums the accumulated gradients over all processes (one host round trip).
+    fn all_reduce_gradients(&mut self, acc: &mut [Option<Tensor<1>>]) -> Result<()> {
+        let present: Vec<usize> = (0..acc.len()).filter(|&i| acc[i].is_some()).collect();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let sizes: Vec<usize> = present
+            .iter()
+            .map(|&i| acc[i].as_ref().expect("present").dims()[0])
+            .collect();
+        let flat = Tensor::cat(
+            present
+                .iter()
+                .map(|&i| acc[i].take().expect("present"))
+                .collect(),
+            0,
+        );
+        let device = flat.device();
+        let mut host = to_vec(&flat);
+        self.group.all_reduce_sum(&mut host)?;
+        let summed = Tensor::<1>::from_data(TensorData::new(host, [flat.dims()[0]]), &device);
+        let mut offset = 0;
+        for (&i, &n) in present.iter().zip(&sizes) {
+            acc[i] = Some(summed.clone().narrow(0, offset, n));
+            offset += n;
+        }
+        Ok(())
+    }
+
+    fn log_step_counts(&mut self, batch: usize, lr: f64) {
+        self.logger.log("step", self.step as f64);
+        self.logger
+            .log("samples", (self.step * batch as u64) as f64);
+        self.logger.log("lr", lr);
+    }
+
+    /// log2 of the current loss scale (meaningful with `use_fp16`).
+    pub fn lg_loss_scale(&self) -> f64 {
+        self.lg_loss_scale
+    }
+
+    /// Writes the averaged logs of the last interval (the main process only).
+    pub fn dump_logs(&mut self) -> Result<()> {
+        if self.group.is_main() {
+            self.logger.dump()?;
+        }
+        Ok(())
+    }
+}
