@@ -98,7 +98,7 @@ pub struct TrainArgs {
         default_value_t = 16
     )]
     pub preview_samples: usize,
-    /// Sampling steps of the preview (ancestral, respaced).
+    /// DDIM steps of the preview (respaced from the training steps).
     #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
     pub preview_steps: usize,
     #[command(flatten)]

@@ -57,7 +57,7 @@ pub struct TrainOptions {
     pub log_dir: PathBuf,
     /// Images in the preview grid written at each save (0: none).
     pub preview_samples: usize,
-    /// Ancestral sampling steps of the preview (respaced from the training steps).
+    /// DDIM steps of the preview (respaced from the training steps).
     pub preview_steps: usize,
     /// Super-resolution: the side of the low-resolution input.
     pub small_size: Option<usize>,

@@ -76,9 +76,10 @@ impl Trainer<'_> {
         }
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
+        // A few deterministic DDIM steps over the respaced timesteps.
         let x = diffusion.sample_loop(
             model,
-            Sampler::Ancestral,
+            Sampler::Ddim { eta: 0.0 },
             [n, 3, r, r],
             None,
             PredictOptions::clipped(),
