@@ -33,7 +33,9 @@ pub use likelihood::BpdTerms;
 pub use model::{Conditioning, DiffusionModel};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use options::{LossType, ModelMeanType, ModelVarType};
-pub use resample::{LossSecondMomentResampler, ScheduleSampler, UniformSampler};
+pub use resample::{
+    LossSecondMomentResampler, ScheduleSampler, TimestepDistribution, UniformSampler,
+};
 pub use respace::{respaced_betas, respacing_timesteps, space_timesteps};
 pub use sampling::{SampleLoop, SampleStep, Sampler};
 pub use schedule::{BetaSchedule, named_beta_schedule};

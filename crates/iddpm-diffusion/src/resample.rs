@@ -8,32 +8,52 @@ pub trait ScheduleSampler {
     /// Unnormalised probability of each timestep.
     fn weights(&self) -> Vec<f64>;
 
+    /// The current distribution, to draw from many times.
+    fn distribution(&self) -> TimestepDistribution {
+        TimestepDistribution::new(&self.weights())
+    }
+
     /// Draws `batch_size` timesteps and their importance weights `1 / (T · p_t)`, so that the
     /// weighted loss is an unbiased estimate of the uniform-timestep loss.
     fn sample(&self, batch_size: usize, rng: &mut dyn rand::RngCore) -> (Vec<usize>, Vec<f32>) {
-        let w = self.weights();
-        let total: f64 = w.iter().sum();
-        let p: Vec<f64> = w.iter().map(|x| x / total).collect();
+        let d = self.distribution();
+        (0..batch_size).map(|_| d.draw(rng)).unzip()
+    }
+
+    /// Feeds back the per-example losses of a batch (no-op for fixed samplers).
+    fn update_with_all_losses(&mut self, _ts: &[usize], _losses: &[f64]) {}
+}
+
+/// A distribution over timesteps, prepared once (probabilities and their running sums) so that
+/// drawing costs a binary search.
+#[derive(Debug, Clone)]
+pub struct TimestepDistribution {
+    p: Vec<f64>,
+    cdf: Vec<f64>,
+}
+
+impl TimestepDistribution {
+    /// From unnormalised weights (at least one, summing to more than 0).
+    pub fn new(weights: &[f64]) -> Self {
+        let total: f64 = weights.iter().sum();
+        let p: Vec<f64> = weights.iter().map(|x| x / total).collect();
         let mut cdf = Vec::with_capacity(p.len());
         let mut acc = 0.0;
         for &pi in &p {
             acc += pi;
             cdf.push(acc);
         }
-        let n = p.len();
-        let mut ts = Vec::with_capacity(batch_size);
-        let mut weights = Vec::with_capacity(batch_size);
-        for _ in 0..batch_size {
-            let u: f64 = rng.random::<f64>() * acc;
-            let idx = cdf.partition_point(|&c| c <= u).min(n - 1);
-            ts.push(idx);
-            weights.push((1.0 / (n as f64 * p[idx])) as f32);
-        }
-        (ts, weights)
+        Self { p, cdf }
     }
 
-    /// Feeds back the per-example losses of a batch (no-op for fixed samplers).
-    fn update_with_all_losses(&mut self, _ts: &[usize], _losses: &[f64]) {}
+    /// One timestep and its importance weight `1 / (T · p_t)`.
+    pub fn draw(&self, rng: &mut dyn rand::RngCore) -> (usize, f32) {
+        let n = self.p.len();
+        let total = self.cdf.last().copied().unwrap_or(0.0);
+        let u: f64 = rng.random::<f64>() * total;
+        let idx = self.cdf.partition_point(|&c| c <= u).min(n - 1);
+        (idx, (1.0 / (n as f64 * self.p[idx])) as f32)
+    }
 }
 
 /// Every timestep equally likely.

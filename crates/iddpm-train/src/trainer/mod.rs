@@ -459,14 +459,15 @@ impl<'d> Trainer<'d> {
         b: usize,
         chw: usize,
     ) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
+        let timesteps = self.sampler.get().distribution();
         let mut ts = Vec::with_capacity(b);
         let mut weights = Vec::with_capacity(b);
         let mut noise = Vec::with_capacity(b * chw);
         for i in 0..b {
             let mut rng = example_rng(self.opts.seed, self.step, (first + i) as u64);
-            let (t, w) = self.sampler.get().sample(1, &mut rng);
-            ts.push(t[0]);
-            weights.push(w[0]);
+            let (t, w) = timesteps.draw(&mut rng);
+            ts.push(t);
+            weights.push(w);
             noise.extend((0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
         }
         (ts, weights, noise)
