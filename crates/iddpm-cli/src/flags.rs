@@ -187,6 +187,17 @@ pub struct SamplerFlags {
     pub clip_denoised: bool,
 }
 
+impl SamplerFlags {
+    /// The sampler these flags ask for.
+    pub fn sampler(&self) -> iddpm::diffusion::Sampler {
+        if self.use_ddim {
+            iddpm::diffusion::Sampler::Ddim { eta: self.eta }
+        } else {
+            iddpm::diffusion::Sampler::Ancestral
+        }
+    }
+}
+
 /// Where and how a batch job over a trained model runs: `sample`, `super_res_sample`, `nll`.
 #[derive(Args, Debug, Clone)]
 pub struct RunFlags {
@@ -205,4 +216,18 @@ pub struct RunFlags {
     /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
+}
+
+impl RunFlags {
+    /// An error naming `--model_path` when it is not a file, before any work starts.
+    pub fn check_model_path(&self) -> Result<(), String> {
+        if self.model_path.is_file() {
+            Ok(())
+        } else {
+            Err(format!(
+                "--model_path {}: no such file",
+                self.model_path.display()
+            ))
+        }
+    }
 }

@@ -170,16 +170,8 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
         "--output_dir",
         out_s,
     ];
-    fixed.extend_from_slice(&[
-        "--image_size",
-        "32",
-        "--num_channels",
-        "32",
-        "--num_res_blocks",
-        "1",
-        "--num_heads",
-        "2",
-    ]);
+    // Model A's network flags without `--learn_sigma True`.
+    fixed.extend_from_slice(&MODEL_A[..8]);
     check(fixed, "--learn_sigma True");
     check(
         vec!["sample", "--model_path", "/nonexistent/model.pt"],

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use burn::tensor::Device;
 use clap::Args;
+use iddpm::parse_device;
 use iddpm::sample::{Samples, Shard};
 use iddpm::train::ProcessGroup;
 
@@ -42,9 +44,13 @@ impl DistFlags {
         Ok((rank, world))
     }
 
-    /// The device name for this process: with several processes, plain `cuda` becomes the
-    /// GPU of the process's local rank (as the reference's `dist_util.dev()`).
-    pub fn device_name(&self, device: &str, rank: usize, world: usize) -> String {
+    /// The device for this process: with several processes, plain `cuda` becomes the GPU of
+    /// the process's local rank (as the reference's `dist_util.dev()`).
+    pub fn device(&self, device: &str, rank: usize, world: usize) -> Result<Device, String> {
+        parse_device(&Self::device_name(device, rank, world)).map_err(|e| e.to_string())
+    }
+
+    fn device_name(device: &str, rank: usize, world: usize) -> String {
         if device == "cuda" && world > 1 {
             let local = [
                 "IDDPM_LOCAL_RANK",
@@ -87,15 +93,16 @@ pub fn gather_samples(
     if world == 1 {
         return Ok(Some(mine));
     }
-    let per_image = mine.h * mine.w * 3;
-    let mut bytes = mine.images.clone();
+    let (h, w) = (mine.h, mine.w);
+    let per_image = h * w * 3;
+    let with_labels = mine.labels.is_some();
+    let mut bytes = mine.images;
     if let Some(l) = &mine.labels {
         bytes.extend(l.iter().flat_map(|v| v.to_le_bytes()));
     }
     let Some(parts) = group.gather_bytes(&bytes).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let with_labels = mine.labels.is_some();
     // Split each rank's bytes back into its images and labels.
     let mut images_of = Vec::with_capacity(world);
     let mut labels_of = Vec::with_capacity(world);
@@ -140,7 +147,7 @@ pub fn gather_samples(
         images,
         labels: with_labels.then_some(labels),
         n,
-        h: mine.h,
-        w: mine.w,
+        h,
+        w,
     }))
 }

@@ -6,8 +6,8 @@ use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, fashion_mnist};
 use iddpm::io::{NpyArray, NpyData, write_npz};
 use iddpm::nll::{NllBatch, combine_nll, evaluate_nll_batches};
+use iddpm::progress;
 use iddpm::sample::Shard;
-use iddpm::{parse_device, progress};
 
 use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
@@ -39,16 +39,10 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         return Err("--num_samples and --batch_size must be at least 1".into());
     }
     let (rank, world) = args.dist.placement()?;
-    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
-        .map_err(|e| e.to_string())?;
+    let device = args.dist.device(&args.run.device, rank, world)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
-    if !args.run.model_path.is_file() {
-        return Err(format!(
-            "--model_path {}: no such file",
-            args.run.model_path.display()
-        ));
-    }
+    args.run.check_model_path()?;
     let data: Box<dyn Dataset> = match &args.data_dir {
         Some(dir) => Box::new(
             ImageFolder::open(dir, size, spec.model.class_cond).map_err(|e| e.to_string())?,

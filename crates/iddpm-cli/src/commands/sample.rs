@@ -4,13 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use iddpm::diffusion::Sampler;
-use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
+use iddpm::io::NpyArray;
+use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
-use iddpm::{parse_device, progress};
 
 use crate::commands::distributed::{DistFlags, gather_samples};
-use crate::commands::ensure_writable_dir;
+use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
 /// Arguments of `iddpm sample`.
@@ -67,16 +66,10 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         return Err("--batch_size must be at least 1".into());
     }
     let (rank, world) = args.dist.placement()?;
-    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
-        .map_err(|e| e.to_string())?;
+    let device = args.dist.device(&args.run.device, rank, world)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
-    if !args.run.model_path.is_file() {
-        return Err(format!(
-            "--model_path {}: no such file",
-            args.run.model_path.display()
-        ));
-    }
+    args.run.check_model_path()?;
     let labels = match &args.labels {
         Some(l) => Some(parse_labels(l, args.num_samples)?),
         None => None,
@@ -100,18 +93,11 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
-    let sampler = if args.sampler.use_ddim {
-        Sampler::Ddim {
-            eta: args.sampler.eta,
-        }
-    } else {
-        Sampler::Ancestral
-    };
     let opts = SampleOptions {
         num_samples: args.num_samples,
         batch_size: args.run.batch_size,
         image_size: size,
-        sampler,
+        sampler: args.sampler.sampler(),
         clip_denoised: args.sampler.clip_denoised,
         seed: args.run.seed,
         labels,
@@ -151,26 +137,8 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         return Ok(());
     };
     let secs = started.elapsed().as_secs_f64();
-    let (n, h, w) = (samples.n, samples.h, samples.w);
-    let stem = format!("samples_{n}x{h}x{w}x3");
-    let npz = args.run.output_dir.join(format!("{stem}.npz"));
-    let images = NpyArray {
-        shape: vec![n, h, w, 3],
-        data: NpyData::U8(samples.images.clone()),
-    };
-    let labels = samples.labels.clone().map(|l| NpyArray {
-        shape: vec![n],
-        data: NpyData::I64(l),
-    });
-    let mut arrays = vec![("arr_0", &images)];
-    if let Some(l) = &labels {
-        arrays.push(("arr_1", l));
-    }
-    write_npz(&npz, &arrays).map_err(|e| e.to_string())?;
-    let shown = n.min(100);
-    let png = args.run.output_dir.join(format!("{stem}.png"));
-    save_grid(&png, &samples.images[..shown * h * w * 3], shown, h, w)
-        .map_err(|e| e.to_string())?;
+    let n = samples.n;
+    let (npz, png) = write_samples(&args.run.output_dir, samples, 100)?;
     println!(
         "sampled {n} images in {secs:.1} s ({:.2} images/s); wrote {} and {}",
         n as f64 / secs,

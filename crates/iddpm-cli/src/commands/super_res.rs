@@ -3,13 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use iddpm::diffusion::Sampler;
-use iddpm::io::{NpyArray, NpyData, read_npz, save_grid, write_npz};
+use iddpm::io::{NpyData, read_npz};
+use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
-use iddpm::{parse_device, progress};
 
 use crate::commands::distributed::{DistFlags, gather_samples};
-use crate::commands::ensure_writable_dir;
+use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 
 /// Arguments of `iddpm super_res_sample`.
@@ -94,8 +93,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
         None
     };
     let (rank, world) = args.dist.placement()?;
-    let device = parse_device(&args.dist.device_name(&args.run.device, rank, world))
-        .map_err(|e| e.to_string())?;
+    let device = args.dist.device(&args.run.device, rank, world)?;
     let spec = args.model.spec(args.large_size, true)?;
     ensure_writable_dir(&args.run.output_dir)?;
     let (model, diffusion) = spec
@@ -105,13 +103,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
         num_samples: n,
         batch_size: args.run.batch_size,
         image_size: args.large_size,
-        sampler: if args.sampler.use_ddim {
-            Sampler::Ddim {
-                eta: args.sampler.eta,
-            }
-        } else {
-            Sampler::Ancestral
-        },
+        sampler: args.sampler.sampler(),
         clip_denoised: args.sampler.clip_denoised,
         seed: args.run.seed,
         labels,
@@ -139,33 +131,12 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     let Some(samples) = gather_samples(&mut group, samples, n, args.run.batch_size)? else {
         return Ok(());
     };
-    let l = args.large_size;
-    let stem = format!("samples_{n}x{l}x{l}x3");
-    let images = NpyArray {
-        shape: vec![n, l, l, 3],
-        data: NpyData::U8(samples.images.clone()),
-    };
-    let label_arr = samples.labels.clone().map(|v| NpyArray {
-        shape: vec![n],
-        data: NpyData::I64(v),
-    });
-    let mut out = vec![("arr_0", &images)];
-    if let Some(a) = &label_arr {
-        out.push(("arr_1", a));
-    }
-    write_npz(&args.run.output_dir.join(format!("{stem}.npz")), &out).map_err(|e| e.to_string())?;
-    let shown = n.min(64);
-    save_grid(
-        &args.run.output_dir.join(format!("{stem}.png")),
-        &samples.images[..shown * l * l * 3],
-        shown,
-        l,
-        l,
-    )
-    .map_err(|e| e.to_string())?;
+    let (npz, png) = write_samples(&args.run.output_dir, samples, 64)?;
     println!(
-        "upsampled {n} images to {l}x{l}; wrote {stem}.npz and {stem}.png in {}",
-        args.run.output_dir.display()
+        "upsampled {n} images to {l}x{l}; wrote {} and {}",
+        npz.display(),
+        png.display(),
+        l = args.large_size
     );
     Ok(())
 }

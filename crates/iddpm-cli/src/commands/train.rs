@@ -9,8 +9,8 @@ use std::time::Instant;
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::evaluate_nll;
+use iddpm::progress;
 use iddpm::train::{SamplerKind, TrainOptions, Trainer};
-use iddpm::{parse_device, progress};
 
 use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
@@ -144,8 +144,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         ));
     }
     let (rank, world_size) = args.dist.placement()?;
-    let device = parse_device(&args.dist.device_name(&args.device, rank, world_size))
-        .map_err(|e| e.to_string())?;
+    let device = args.dist.device(&args.device, rank, world_size)?;
     let size = if super_res {
         args.large_size
             .ok_or("super_res_train needs --large_size")?
