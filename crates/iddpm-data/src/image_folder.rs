@@ -157,13 +157,6 @@ pub fn load_image(path: &Path, resolution: usize) -> Result<Vec<f32>> {
     Ok(to_chw(&preprocess_as(&img, mode, resolution)))
 }
 
-/// The reference's resize-and-crop of a decoded image, its Pillow mode taken from the pixels
-/// ([`PilMode::of`]). Returns CHW f32 in [−1, 1].
-pub fn preprocess(img: DynamicImage, resolution: usize) -> Vec<f32> {
-    let mode = PilMode::of(&img);
-    to_chw(&preprocess_as(&img, mode, resolution))
-}
-
 /// The reference's resize-and-crop in Pillow's arithmetic: resampled in `mode` (premultiplied
 /// alpha for LA/RGBA, nearest-neighbour for bilevel and palette images), then converted to
 /// RGB and centre-cropped. Returns `resolution × resolution` RGB pixels.
