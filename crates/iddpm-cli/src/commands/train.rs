@@ -367,7 +367,8 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             report.bpd, report.num_images
         );
         let line = format!("heldout_bpd,{},{}\n", report.bpd, report.num_images);
-        std::fs::write(log_dir.join("heldout_bpd.csv"), line).map_err(|e| e.to_string())?;
+        iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
