@@ -622,3 +622,37 @@ fn two_processes_sample_and_evaluate_like_one() {
     }
     assert!(printed.contains("over 4 images"), "{printed}");
 }
+
+/// Without `--data_dir` training uses the embedded Fashion-MNIST split, and `--heldout_bpd`
+/// ends with the held-out bits/dim, printed and written to heldout_bpd.csv.
+#[test]
+fn embedded_data_and_heldout_bits_per_dim() {
+    let log = tmp("embedded");
+    let out = run(with(
+        &[
+            "train",
+            "--image_size",
+            "32",
+            "--log_dir",
+            log.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "1",
+            "--preview_samples",
+            "0",
+            "--heldout_bpd",
+            "2",
+        ],
+    ));
+    assert!(out.contains("embedded Fashion-MNIST"), "{out}");
+    let csv = std::fs::read_to_string(log.join("heldout_bpd.csv")).unwrap();
+    let fields: Vec<&str> = csv.trim().split(',').collect();
+    assert_eq!(fields[0], "heldout_bpd");
+    let bpd: f64 = fields[1].parse().unwrap();
+    assert!(bpd.is_finite() && bpd > 0.0, "{csv}");
+    assert_eq!(fields[2], "2");
+    assert!(out.contains("bits/dim over 2 images"), "{out}");
+}
