@@ -179,6 +179,15 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
     );
     check(with_model(&["--timestep_respacing", "ddim99"]), "ddim99");
     check(with_model(&["--learn_sigma", "maybe"]), "maybe");
+    // Several processes: a rank outside the world, or half of the pair.
+    check(
+        with_model(&["--rank", "2", "--world_size", "2"]),
+        "--rank 2 does not exist with --world_size 2",
+    );
+    check(
+        with_model(&["--rank", "1"]),
+        "--rank and --world_size go together",
+    );
     // Mixed precision is for CUDA devices; asked for on the CPU it is refused up front.
     let train_dir = out.join("train");
     check(
