@@ -1,0 +1,190 @@
+//! The kernels under burn's autodiff: each forward records a backward step that calls the
+//! matching gradient kernels. Inputs are saved through the checkpointer, as burn's own conv2d
+//! does, so gradient checkpointing can drop and recompute them.
+
+use burn::backend::Flex;
+use burn::backend::TensorMetadata;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::Shape;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::{Autodiff, NodeId};
+use burn_flex::FlexTensor;
+
+use crate::UnetKernels;
+use crate::conv::{conv2d_bias_grad, conv2d_input_grad, conv2d_weight_grad};
+use crate::flex::{contiguous, conv_geometry, norm_geometry, tensor, values};
+use crate::group_norm::{NormAffine, group_norm_backward};
+
+type Ad<C> = Autodiff<Flex, C>;
+
+/// Backward of [`UnetKernels::fused_conv2d`]: parents x, weight, bias.
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    /// Saved x and weight, stride, padding.
+    type State = (NodeId, NodeId, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x_id, w_id, stride, padding) = ops.state;
+        let x = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(x_id));
+        let w = contiguous(checkpointer.retrieve_node_output::<FlexTensor>(w_id));
+        let g = conv_geometry(&x, &w, stride, padding);
+        if let Some(node) = node_x {
+            let dx = conv2d_input_grad(&g, values(&w), values(&dy));
+            grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+        }
+        if let Some(node) = node_w {
+            let dw = conv2d_weight_grad(&g, values(&x), values(&dy));
+            grads.register::<Flex>(node.id, tensor(dw, w.shape()));
+        }
+        if let Some(node) = node_b {
+            let db = conv2d_bias_grad(&g, values(&dy));
+            grads.register::<Flex>(node.id, tensor(db, Shape::from(vec![g.channels_out])));
+        }
+    }
+}
+
+/// Backward of both fused norms: parents x, γ, β (and scale, shift with FiLM).
+#[derive(Debug)]
+struct NormBackward;
+
+/// Saved inputs of a fused norm: x, γ, β, optional (scale, shift), groups, silu.
+type NormState = (NodeId, NodeId, NodeId, Option<(NodeId, NodeId)>, usize, bool);
+
+impl NormBackward {
+    fn run<const N: usize>(ops: Ops<NormState, N>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x_id, gamma_id, beta_id, film_ids, groups, silu) = ops.state;
+        let mut fetch = |id| contiguous(checkpointer.retrieve_node_output::<FlexTensor>(id));
+        let (x, gamma, beta) = (fetch(x_id), fetch(gamma_id), fetch(beta_id));
+        let film = film_ids.map(|(s, t)| (fetch(s), fetch(t)));
+        let affine = NormAffine {
+            gamma: values(&gamma),
+            beta: values(&beta),
+            film: film.as_ref().map(|(s, t)| (values(s), values(t))),
+            silu,
+        };
+        let d = group_norm_backward(&norm_geometry(&x, groups), values(&x), &affine, values(&dy));
+        let mut outputs = vec![
+            (d.x, x.shape()),
+            (d.gamma, gamma.shape()),
+            (d.beta, beta.shape()),
+        ];
+        if let (Some((ds, dt)), Some((s, t))) = (d.film, &film) {
+            outputs.push((ds, s.shape()));
+            outputs.push((dt, t.shape()));
+        }
+        for (parent, (grad, shape)) in ops.parents.into_iter().zip(outputs) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, tensor(grad, shape));
+            }
+        }
+    }
+}
+
+impl Backward<Flex, 3> for NormBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        Self::run(ops, grads, checkpointer);
+    }
+}
+
+impl Backward<Flex, 5> for NormBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        Self::run(ops, grads, checkpointer);
+    }
+}
+
+impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
+    fn fused_conv2d(
+        x: FloatTensor<Ad<C>>,
+        weight: FloatTensor<Ad<C>>,
+        bias: FloatTensor<Ad<C>>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Ad<C>> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, padding);
+                let y = Flex::fused_conv2d(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                stride,
+                padding,
+            )),
+        }
+    }
+
+    fn fused_group_norm(
+        x: FloatTensor<Ad<C>>,
+        gamma: FloatTensor<Ad<C>>,
+        beta: FloatTensor<Ad<C>>,
+        groups: usize,
+        silu: bool,
+    ) -> FloatTensor<Ad<C>> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let prep = <NormBackward as Backward<Flex, 3>>::prepare::<C>(NormBackward, nodes);
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let ids = (prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta));
+                let state = (ids.0, ids.1, ids.2, None, groups, silu);
+                let y = Flex::fused_group_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), groups, silu);
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_group_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                groups,
+                silu,
+            )),
+        }
+    }
+
+    fn fused_group_norm_film(
+        x: FloatTensor<Ad<C>>,
+        gamma: FloatTensor<Ad<C>>,
+        beta: FloatTensor<Ad<C>>,
+        scale: FloatTensor<Ad<C>>,
+        shift: FloatTensor<Ad<C>>,
+        groups: usize,
+        silu: bool,
+    ) -> FloatTensor<Ad<C>> {
+        let nodes = [x.node(), gamma.node(), beta.node(), scale.node(), shift.node()];
+        let prep = <NormBackward as Backward<Flex, 5>>::prepare::<C>(NormBackward, nodes);
+        let forward = |x: FloatTensor<Ad<C>>, gamma: FloatTensor<Ad<C>>, beta: FloatTensor<Ad<C>>, scale: FloatTensor<Ad<C>>, shift: FloatTensor<Ad<C>>| {
+            Flex::fused_group_norm_film(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                scale.into_primitive(),
+                shift.into_primitive(),
+                groups,
+                silu,
+            )
+        };
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let ids = (prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta));
+                let film = (prep.checkpoint(&scale), prep.checkpoint(&shift));
+                let state = (ids.0, ids.1, ids.2, Some(film), groups, silu);
+                prep.finish(state, forward(x, gamma, beta, scale, shift))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(x, gamma, beta, scale, shift)),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The kernels as tensor functions, chosen by device: a Flex f32 tensor runs the fused kernel,
+//! anything else (CUDA, f16, a shape the kernel does not take) runs burn's standard ops, so one
+//! model code serves every device.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::DispatchDevice;
+use burn::tensor::activation::silu as silu_op;
+use burn::tensor::module::conv2d as standard_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::UnetKernels;
+use crate::group_norm::EPS;
+
+type Dispatch = burn::backend::Dispatch;
+
+/// Set once from `IDDPM_KERNELS` (`0` or `off` turns the kernels off); [`set_enabled`]
+/// changes it, e.g. for a benchmark that times both paths in one process.
+fn switch() -> &'static AtomicBool {
+    static ENABLED: OnceLock<AtomicBool> = OnceLock::new();
+    ENABLED.get_or_init(|| {
+        let off = matches!(std::env::var("IDDPM_KERNELS").as_deref(), Ok("0" | "off" | "false"));
+        AtomicBool::new(!off)
+    })
+}
+
+/// Whether the Flex kernels are used (default: yes).
+pub fn enabled() -> bool {
+    switch().load(Ordering::Relaxed)
+}
+
+/// Turns the Flex kernels on or off for the whole process.
+pub fn set_enabled(on: bool) {
+    switch().store(on, Ordering::Relaxed);
+}
+
+/// Whether `device` is burn's Flex CPU backend (with or without autodiff).
+pub fn is_flex(device: &Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Whether every tensor is f32 on Flex and the kernels are on.
+fn use_kernel(dtypes: &[DType], device: &Device) -> bool {
+    enabled() && is_flex(device) && dtypes.iter().all(|d| *d == DType::F32)
+}
+
+/// `conv2d(x, weight) + bias` with the same `stride` and `padding` on both axes:
+/// x `[B, C_in, H, W]`, weight `[C_out, C_in, k, k]`, bias `[C_out]`.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize, padding: usize) -> Tensor<4> {
+    let (xs, ws) = (x.dims(), weight.dims());
+    let fits = ws[2] == ws[3]
+        && ws[1] == xs[1]
+        && bias.dims()[0] == ws[0]
+        && stride > 0
+        && xs[2] + 2 * padding >= ws[2]
+        && xs[3] + 2 * padding >= ws[3]
+        && xs.iter().chain(&ws).all(|&d| d > 0);
+    if fits && use_kernel(&[x.dtype(), weight.dtype(), bias.dtype()], &x.device()) {
+        let y = <Dispatch as UnetKernels>::fused_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            bias.into_dispatch(),
+            stride,
+            padding,
+        );
+        return Tensor::from_dispatch(y);
+    }
+    let options = ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
+    standard_conv2d(x, weight, Some(bias), options)
+}
+
+/// The FiLM of a ResBlock: the norm's output becomes `h · (1 + scale) + shift`, with scale and
+/// shift `[B, C, 1, ...]`.
+pub struct Film<const D: usize> {
+    /// Multiplies the normalised value (plus one).
+    pub scale: Tensor<D>,
+    /// Added after the scale.
+    pub shift: Tensor<D>,
+}
+
+/// GroupNorm of x `[B, C, ...]` over `groups` groups (ε = 1e-5) with γ, β `[C]`, then the
+/// optional FiLM, then SiLU when `silu`. Computed in f32 (x is cast if it is not) and returned
+/// in x's precision.
+pub fn group_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    film: Option<Film<D>>,
+    groups: usize,
+    silu: bool,
+) -> Tensor<D> {
+    let dtype = x.dtype();
+    let x = to_f32(x);
+    let dims = x.dims();
+    let film = film.map(|f| Film {
+        scale: to_f32(f.scale),
+        shift: to_f32(f.shift),
+    });
+    let film_fits = film.as_ref().is_none_or(|f| {
+        let expected = dims[0] * dims[1];
+        f.scale.shape().num_elements() == expected && f.shift.shape().num_elements() == expected
+    });
+    let fits = D >= 2 && groups > 0 && dims[1] % groups == 0 && dims.iter().all(|&d| d > 0) && film_fits;
+    let mut dtypes = vec![gamma.dtype(), beta.dtype()];
+    if let Some(f) = &film {
+        dtypes.extend([f.scale.dtype(), f.shift.dtype()]);
+    }
+    let y = if fits && use_kernel(&dtypes, &x.device()) {
+        let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+        Tensor::from_dispatch(match film {
+            None => <Dispatch as UnetKernels>::fused_group_norm(x, gamma, beta, groups, silu),
+            Some(f) => <Dispatch as UnetKernels>::fused_group_norm_film(
+                x,
+                gamma,
+                beta,
+                f.scale.into_dispatch(),
+                f.shift.into_dispatch(),
+                groups,
+                silu,
+            ),
+        })
+    } else {
+        standard_group_norm(x, gamma, beta, film, groups, silu)
+    };
+    if dtype == DType::F32 { y } else { y.cast(dtype) }
+}
+
+fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
+}
+
+/// The same chain from burn's tensor operations: the path for every other device.
+pub fn standard_group_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    film: Option<Film<D>>,
+    groups: usize,
+    silu: bool,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let (batch, channels) = (dims[0], dims[1]);
+    // [B, C, ...] -> [B, G, C/G · ...]
+    let grouped: Tensor<3> = x.reshape([batch as i64, groups as i64, -1]);
+    let mean = grouped.clone().mean_dim(2); // [B, G, 1]
+    let centered = grouped - mean;
+    let var = centered.clone().square().mean_dim(2); // [B, G, 1]
+    let normed = centered / var.add_scalar(EPS).sqrt();
+    let normed: Tensor<D> = normed.reshape(dims); // back to [B, C, ...]
+    let mut per_channel = [1usize; D];
+    per_channel[1] = channels; // [1, C, 1, ...]
+    let mut h = normed * gamma.reshape(per_channel) + beta.reshape(per_channel);
+    if let Some(Film { scale, shift }) = film {
+        h = h * scale.add_scalar(1.0) + shift;
+    }
+    if silu { silu_op(h) } else { h }
+}

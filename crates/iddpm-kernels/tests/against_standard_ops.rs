@@ -1,0 +1,170 @@
+//! Every kernel against burn's standard operations on random shapes (batch 1, odd sizes with
+//! stride 2, 3 to 512 channels, learn_sigma's 6 output channels): forward and every gradient
+//! within 1e-5 of the largest reference value.
+
+use burn::tensor::module::conv2d as standard_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use iddpm_kernels::ops::{self, Film};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const TOLERANCE: f32 = 1e-5;
+
+fn random<const D: usize>(rng: &mut ChaCha8Rng, shape: [usize; D], device: &Device) -> Tensor<D> {
+    let n = shape.iter().product::<usize>();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// `max |a − b| / max |b|`, failing the test above [`TOLERANCE`].
+fn assert_close(what: &str, kernel: Vec<f32>, standard: Vec<f32>) {
+    assert_eq!(kernel.len(), standard.len(), "{what}: lengths");
+    let scale = standard.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let err = kernel
+        .iter()
+        .zip(&standard)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("{what}: max error {err:.2e} (scale {scale:.2e})");
+    assert!(kernel.iter().all(|v| v.is_finite()), "{what}: non-finite values");
+    assert!(err / scale <= TOLERANCE, "{what}: max error {err:e} against scale {scale:e}");
+}
+
+/// (batch, C_in, C_out, H, W, kernel, stride, padding)
+const CONVS: [(usize, usize, usize, usize, usize, usize, usize, usize); 8] = [
+    (1, 32, 64, 7, 9, 3, 2, 1),
+    (3, 32, 32, 8, 8, 3, 1, 1),
+    (2, 64, 32, 5, 5, 1, 1, 0),
+    (2, 3, 32, 6, 6, 3, 1, 1),
+    (2, 32, 6, 6, 5, 3, 1, 1),
+    (1, 512, 512, 2, 2, 3, 1, 1),
+    (4, 128, 128, 9, 7, 3, 2, 1),
+    (1, 96, 192, 4, 4, 1, 1, 0),
+];
+
+#[test]
+fn conv2d_forward_and_gradients_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (b, ci, co, h, w, k, s, p) in CONVS {
+        let x = random(&mut rng, [b, ci, h, w], &device);
+        let weight = random(&mut rng, [co, ci, k, k], &device).mul_scalar(0.1);
+        let bias = random(&mut rng, [co], &device);
+        let run = |kernel: bool| {
+            let (x, weight, bias) = (x.clone().require_grad(), weight.clone().require_grad(), bias.clone().require_grad());
+            let y = if kernel {
+                ops::conv2d(x.clone(), weight.clone(), bias.clone(), s, p)
+            } else {
+                standard_conv2d(x.clone(), weight.clone(), Some(bias.clone()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+            };
+            let loss = (y.clone() * y.clone().sin()).sum();
+            let grads = loss.backward();
+            let g = |t: &Tensor<4>| values(t.grad(&grads).unwrap());
+            (values(y), g(&x), g(&weight), values(bias.grad(&grads).unwrap()))
+        };
+        let (kernel, standard) = (run(true), run(false));
+        let case = format!("conv {b}×{ci}→{co} {h}×{w} k{k} s{s} p{p}");
+        assert_close(&format!("{case} forward"), kernel.0, standard.0);
+        assert_close(&format!("{case} ∂x"), kernel.1, standard.1);
+        assert_close(&format!("{case} ∂weight"), kernel.2, standard.2);
+        assert_close(&format!("{case} ∂bias"), kernel.3, standard.3);
+    }
+}
+
+/// (batch, channels, H, W, FiLM, SiLU)
+const NORMS: [(usize, usize, usize, usize, bool, bool); 6] = [
+    (1, 32, 7, 9, true, true),
+    (3, 64, 4, 4, false, true),
+    (2, 128, 5, 3, true, false),
+    (2, 96, 8, 8, false, false),
+    (1, 512, 2, 2, true, true),
+    (4, 256, 1, 1, false, true),
+];
+
+#[test]
+fn group_norm_forward_and_gradients_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (b, c, h, w, film, silu) in NORMS {
+        // An offset and a spread per image, as activations have.
+        let x = random(&mut rng, [b, c, h, w], &device).mul_scalar(3.0).add_scalar(0.5);
+        let gamma = random(&mut rng, [c], &device).add_scalar(1.0);
+        let beta = random(&mut rng, [c], &device);
+        let scale = random(&mut rng, [b, c, 1, 1], &device);
+        let shift = random(&mut rng, [b, c, 1, 1], &device);
+        let run = |kernel: bool| {
+            let x = x.clone().require_grad();
+            let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
+            let (scale, shift) = (scale.clone().require_grad(), shift.clone().require_grad());
+            let f = film.then(|| Film { scale: scale.clone(), shift: shift.clone() });
+            let y = if kernel {
+                ops::group_norm(x.clone(), gamma.clone(), beta.clone(), f, 32, silu)
+            } else {
+                ops::standard_group_norm(x.clone(), gamma.clone(), beta.clone(), f, 32, silu)
+            };
+            let loss = (y.clone() * y.clone().cos()).sum();
+            let grads = loss.backward();
+            let mut out = vec![values(y), values(x.grad(&grads).unwrap())];
+            out.push(values(gamma.grad(&grads).unwrap()));
+            out.push(values(beta.grad(&grads).unwrap()));
+            if film {
+                out.push(values(scale.grad(&grads).unwrap()));
+                out.push(values(shift.grad(&grads).unwrap()));
+            }
+            out
+        };
+        let (kernel, standard) = (run(true), run(false));
+        let names = ["forward", "∂x", "∂γ", "∂β", "∂scale", "∂shift"];
+        for ((name, a), b_) in names.iter().zip(kernel).zip(standard) {
+            assert_close(&format!("norm {b}×{c} {h}×{w} film {film} silu {silu} {name}"), a, b_);
+        }
+    }
+}
+
+#[test]
+fn group_norm_of_a_sequence_matches_burn() {
+    // The attention block normalises [B, C, T].
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Tensor<3> = random(&mut rng, [2, 64, 17], &device);
+    let gamma = random(&mut rng, [64], &device);
+    let beta = random(&mut rng, [64], &device);
+    let kernel = ops::group_norm(x.clone(), gamma.clone(), beta.clone(), None, 32, false);
+    let standard = ops::standard_group_norm(x, gamma, beta, None, 32, false);
+    assert_close("norm [2, 64, 17]", values(kernel), values(standard));
+}
+
+#[test]
+fn shapes_the_kernels_do_not_take_fall_back() {
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    // A rectangular kernel and channels that 32 groups do not divide.
+    let x = random(&mut rng, [1, 4, 5, 5], &device);
+    let weight = random(&mut rng, [2, 4, 3, 1], &device);
+    let bias = random(&mut rng, [2], &device);
+    let y = ops::conv2d(x.clone(), weight, bias, 1, 1);
+    assert_eq!(y.dims(), [1, 2, 5, 7]);
+    let gamma = random(&mut rng, [4], &device);
+    let beta = random(&mut rng, [4], &device);
+    let y = ops::group_norm(x, gamma, beta, None, 2, true);
+    assert_eq!(y.dims(), [1, 4, 5, 5]);
+}
+
+#[test]
+fn the_kernels_are_deterministic() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x = random(&mut rng, [8, 64, 8, 8], &device);
+    let weight = random(&mut rng, [64, 64, 3, 3], &device);
+    let bias = random(&mut rng, [64], &device);
+    let grads = || {
+        let w = weight.clone().require_grad();
+        let y = ops::conv2d(x.clone(), w.clone(), bias.clone(), 1, 1);
+        values(w.grad(&y.sum().backward()).unwrap())
+    };
+    assert_eq!(grads(), grads(), "two runs give the same bits");
+}
