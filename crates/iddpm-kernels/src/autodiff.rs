@@ -17,6 +17,7 @@ use crate::UnetKernels;
 use crate::conv::{conv2d_bias_grad, conv2d_input_grad, conv2d_weight_grad};
 use crate::flex::{contiguous, conv_geometry, norm_geometry, tensor, values};
 use crate::group_norm::{NormAffine, group_norm_backward};
+use crate::upsample::upsample_nearest_2x_grad;
 
 type Ad<C> = Autodiff<Flex, C>;
 
@@ -28,7 +29,12 @@ impl Backward<Flex, 3> for ConvBackward {
     /// Saved x and weight, stride, padding.
     type State = (NodeId, NodeId, usize, usize);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let (x_id, w_id, stride, padding) = ops.state;
@@ -55,10 +61,21 @@ impl Backward<Flex, 3> for ConvBackward {
 struct NormBackward;
 
 /// Saved inputs of a fused norm: x, γ, β, optional (scale, shift), groups, silu.
-type NormState = (NodeId, NodeId, NodeId, Option<(NodeId, NodeId)>, usize, bool);
+type NormState = (
+    NodeId,
+    NodeId,
+    NodeId,
+    Option<(NodeId, NodeId)>,
+    usize,
+    bool,
+);
 
 impl NormBackward {
-    fn run<const N: usize>(ops: Ops<NormState, N>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+    fn run<const N: usize>(
+        ops: Ops<NormState, N>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let (x_id, gamma_id, beta_id, film_ids, groups, silu) = ops.state;
         let mut fetch = |id| contiguous(checkpointer.retrieve_node_output::<FlexTensor>(id));
@@ -91,7 +108,12 @@ impl NormBackward {
 impl Backward<Flex, 3> for NormBackward {
     type State = NormState;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
         Self::run(ops, grads, checkpointer);
     }
 }
@@ -99,12 +121,48 @@ impl Backward<Flex, 3> for NormBackward {
 impl Backward<Flex, 5> for NormBackward {
     type State = NormState;
 
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
         Self::run(ops, grads, checkpointer);
     }
 }
 
+/// Backward of [`UnetKernels::fused_upsample_nearest_2x`]: sums each 2×2 block.
+#[derive(Debug)]
+struct UpsampleBackward;
+
+impl Backward<Flex, 1> for UpsampleBackward {
+    type State = ();
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_x] = ops.parents;
+        if let Some(node) = node_x {
+            let s = dy.shape();
+            let dx = upsample_nearest_2x_grad(values(&dy), s[2] / 2, s[3] / 2);
+            grads.register::<Flex>(
+                node.id,
+                tensor(dx, Shape::from(vec![s[0], s[1], s[2] / 2, s[3] / 2])),
+            );
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
+    fn fused_upsample_nearest_2x(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        let prep = UpsampleBackward.prepare::<C>([x.node()]).compute_bound();
+        prep.stateless(Flex::fused_upsample_nearest_2x(x.into_primitive()))
+    }
+
     fn fused_conv2d(
         x: FloatTensor<Ad<C>>,
         weight: FloatTensor<Ad<C>>,
@@ -115,8 +173,19 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         let nodes = [x.node(), weight.node(), bias.node()];
         match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), stride, padding);
-                let y = Flex::fused_conv2d(x.into_primitive(), weight.into_primitive(), bias.into_primitive(), stride, padding);
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    stride,
+                    padding,
+                );
+                let y = Flex::fused_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    stride,
+                    padding,
+                );
                 prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_conv2d(
@@ -140,9 +209,19 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         let prep = <NormBackward as Backward<Flex, 3>>::prepare::<C>(NormBackward, nodes);
         match prep.compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let ids = (prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta));
+                let ids = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                );
                 let state = (ids.0, ids.1, ids.2, None, groups, silu);
-                let y = Flex::fused_group_norm(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), groups, silu);
+                let y = Flex::fused_group_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    groups,
+                    silu,
+                );
                 prep.finish(state, y)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::fused_group_norm(
@@ -164,9 +243,19 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Ad<C>> {
-        let nodes = [x.node(), gamma.node(), beta.node(), scale.node(), shift.node()];
+        let nodes = [
+            x.node(),
+            gamma.node(),
+            beta.node(),
+            scale.node(),
+            shift.node(),
+        ];
         let prep = <NormBackward as Backward<Flex, 5>>::prepare::<C>(NormBackward, nodes);
-        let forward = |x: FloatTensor<Ad<C>>, gamma: FloatTensor<Ad<C>>, beta: FloatTensor<Ad<C>>, scale: FloatTensor<Ad<C>>, shift: FloatTensor<Ad<C>>| {
+        let forward = |x: FloatTensor<Ad<C>>,
+                       gamma: FloatTensor<Ad<C>>,
+                       beta: FloatTensor<Ad<C>>,
+                       scale: FloatTensor<Ad<C>>,
+                       shift: FloatTensor<Ad<C>>| {
             Flex::fused_group_norm_film(
                 x.into_primitive(),
                 gamma.into_primitive(),
@@ -179,7 +268,11 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         };
         match prep.compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let ids = (prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta));
+                let ids = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gamma),
+                    prep.checkpoint(&beta),
+                );
                 let film = (prep.checkpoint(&scale), prep.checkpoint(&shift));
                 let state = (ids.0, ids.1, ids.2, Some(film), groups, silu);
                 prep.finish(state, forward(x, gamma, beta, scale, shift))

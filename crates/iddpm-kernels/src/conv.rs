@@ -81,7 +81,13 @@ impl ConvGeometry {
 
 /// The input range `[lo, hi)` of output positions `o` whose tap `t` lands inside the image:
 /// `0 ≤ o·s − p + t < len`.
-fn valid_outputs(len: usize, out_len: usize, stride: usize, padding: usize, tap: usize) -> (usize, usize) {
+fn valid_outputs(
+    len: usize,
+    out_len: usize,
+    stride: usize,
+    padding: usize,
+    tap: usize,
+) -> (usize, usize) {
     let lo = padding.saturating_sub(tap).div_ceil(stride);
     // o·s + t − p ≤ len − 1  ⇔  o ≤ (len − 1 + p − t) / s
     let hi = if len + padding > tap {
@@ -167,7 +173,12 @@ where
 
 /// `y[b, co] = bias[co] + Σ W[co, ci, ky, kx] · x[b, ci, ·]`: x `[B, C_in, H, W]`,
 /// weight `[C_out, C_in, k, k]`, bias `[C_out]` → `[B, C_out, H', W']`.
-pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let mut y = vec![0.0f32; g.batch * co * n];
     let x_image = g.channels_in * g.in_plane();
@@ -208,10 +219,24 @@ pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f3
         let dy_b = &dy[b * co * n..(b + 1) * co * n];
         let lhs = Operand::transposed(weight, kk);
         if g.is_pointwise() {
-            matmul(dx_b, (kk, n, co), lhs, Operand::rows(dy_b, n), false, threads);
+            matmul(
+                dx_b,
+                (kk, n, co),
+                lhs,
+                Operand::rows(dy_b, n),
+                false,
+                threads,
+            );
         } else {
             let mut dcol = vec![0.0f32; kk * n];
-            matmul(&mut dcol, (kk, n, co), lhs, Operand::rows(dy_b, n), false, threads);
+            matmul(
+                &mut dcol,
+                (kk, n, co),
+                lhs,
+                Operand::rows(dy_b, n),
+                false,
+                threads,
+            );
             col2im(g, &dcol, dx_b);
         }
     });
@@ -254,7 +279,11 @@ pub fn conv2d_bias_grad(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
         .into_par_iter()
         .map(|c| {
             (0..g.batch)
-                .map(|b| dy[(b * co + c) * n..(b * co + c + 1) * n].iter().sum::<f32>())
+                .map(|b| {
+                    dy[(b * co + c) * n..(b * co + c + 1) * n]
+                        .iter()
+                        .sum::<f32>()
+                })
                 .sum()
         })
         .collect()

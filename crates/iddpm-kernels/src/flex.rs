@@ -9,6 +9,7 @@ use burn_std::Bytes;
 use crate::UnetKernels;
 use crate::conv::{ConvGeometry, conv2d_forward};
 use crate::group_norm::{NormAffine, NormGeometry, group_norm_forward};
+use crate::upsample::upsample_nearest_2x;
 
 /// A contiguous copy of `t` (no copy when it already is one).
 pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
@@ -24,11 +25,20 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
 /// A contiguous f32 tensor of `shape` holding `data`.
 pub(crate) fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
     debug_assert_eq!(data.len(), shape.num_elements());
-    FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(shape), DType::F32)
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
 }
 
 /// The geometry of `conv2d(x, weight)`.
-pub(crate) fn conv_geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, padding: usize) -> ConvGeometry {
+pub(crate) fn conv_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: usize,
+    padding: usize,
+) -> ConvGeometry {
     let (xs, ws) = (x.shape(), weight.shape());
     ConvGeometry {
         batch: xs[0],
@@ -54,7 +64,13 @@ pub(crate) fn norm_geometry(x: &FlexTensor, groups: usize) -> NormGeometry {
 }
 
 impl UnetKernels for Flex {
-    fn fused_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride: usize, padding: usize) -> FlexTensor {
+    fn fused_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        padding: usize,
+    ) -> FlexTensor {
         let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
         let g = conv_geometry(&x, &weight, stride, padding);
         let y = conv2d_forward(&g, values(&x), values(&weight), Some(values(&bias)));
@@ -62,7 +78,13 @@ impl UnetKernels for Flex {
         tensor(y, shape)
     }
 
-    fn fused_group_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, groups: usize, silu: bool) -> FlexTensor {
+    fn fused_group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        silu: bool,
+    ) -> FlexTensor {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let g = norm_geometry(&x, groups);
         let affine = NormAffine {
@@ -95,5 +117,12 @@ impl UnetKernels for Flex {
         };
         let y = group_norm_forward(&g, values(&x), &affine);
         tensor(y, x.shape())
+    }
+
+    fn fused_upsample_nearest_2x(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        let s = x.shape();
+        let y = upsample_nearest_2x(values(&x), s[2], s[3]);
+        tensor(y, Shape::from(vec![s[0], s[1], 2 * s[2], 2 * s[3]]))
     }
 }

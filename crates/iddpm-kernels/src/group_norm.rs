@@ -168,7 +168,11 @@ pub fn group_norm_backward(g: &NormGeometry, x: &[f32], p: &NormAffine, dy: &[f3
                 {
                     let xn = (v - mean) * rstd;
                     let z = map.z(xn);
-                    let du = if p.silu { grad * silu_slope(map.u(z)) } else { grad };
+                    let du = if p.silu {
+                        grad * silu_slope(map.u(z))
+                    } else {
+                        grad
+                    };
                     let dz = du * map.film_scale;
                     acc[0] += (dz * xn) as f64;
                     acc[1] += dz as f64;

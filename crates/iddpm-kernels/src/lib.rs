@@ -15,6 +15,8 @@ mod flex;
 pub mod group_norm;
 mod matmul;
 pub mod ops;
+pub mod optim;
+pub mod upsample;
 
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 
@@ -53,4 +55,7 @@ pub trait UnetKernels: Backend {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Self>;
+
+    /// Nearest-neighbour ×2 upsampling of x `[B, C, H, W]` → `[B, C, 2H, 2W]`.
+    fn fused_upsample_nearest_2x(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }

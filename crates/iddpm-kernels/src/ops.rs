@@ -21,7 +21,10 @@ type Dispatch = burn::backend::Dispatch;
 fn switch() -> &'static AtomicBool {
     static ENABLED: OnceLock<AtomicBool> = OnceLock::new();
     ENABLED.get_or_init(|| {
-        let off = matches!(std::env::var("IDDPM_KERNELS").as_deref(), Ok("0" | "off" | "false"));
+        let off = matches!(
+            std::env::var("IDDPM_KERNELS").as_deref(),
+            Ok("0" | "off" | "false")
+        );
         AtomicBool::new(!off)
     })
 }
@@ -38,7 +41,10 @@ pub fn set_enabled(on: bool) {
 
 /// Whether `device` is burn's Flex CPU backend (with or without autodiff).
 pub fn is_flex(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Flex(_))
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
 }
 
 /// Whether every tensor is f32 on Flex and the kernels are on.
@@ -48,7 +54,13 @@ fn use_kernel(dtypes: &[DType], device: &Device) -> bool {
 
 /// `conv2d(x, weight) + bias` with the same `stride` and `padding` on both axes:
 /// x `[B, C_in, H, W]`, weight `[C_out, C_in, k, k]`, bias `[C_out]`.
-pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize, padding: usize) -> Tensor<4> {
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<4> {
     let (xs, ws) = (x.dims(), weight.dims());
     let fits = ws[2] == ws[3]
         && ws[1] == xs[1]
@@ -69,6 +81,17 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: usize, p
     }
     let options = ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1);
     standard_conv2d(x, weight, Some(bias), options)
+}
+
+/// Nearest-neighbour ×2 upsampling, `[B, C, H, W]` → `[B, C, 2H, 2W]`.
+pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    if use_kernel(&[x.dtype()], &x.device()) {
+        let y = <Dispatch as UnetKernels>::fused_upsample_nearest_2x(x.into_dispatch());
+        return Tensor::from_dispatch(y);
+    }
+    let x: Tensor<6> = x.reshape([b, c, h, 1, w, 1]);
+    x.expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
 }
 
 /// The FiLM of a ResBlock: the norm's output becomes `h · (1 + scale) + shift`, with scale and
@@ -102,13 +125,18 @@ pub fn group_norm<const D: usize>(
         let expected = dims[0] * dims[1];
         f.scale.shape().num_elements() == expected && f.shift.shape().num_elements() == expected
     });
-    let fits = D >= 2 && groups > 0 && dims[1] % groups == 0 && dims.iter().all(|&d| d > 0) && film_fits;
+    let fits =
+        D >= 2 && groups > 0 && dims[1] % groups == 0 && dims.iter().all(|&d| d > 0) && film_fits;
     let mut dtypes = vec![gamma.dtype(), beta.dtype()];
     if let Some(f) = &film {
         dtypes.extend([f.scale.dtype(), f.shift.dtype()]);
     }
     let y = if fits && use_kernel(&dtypes, &x.device()) {
-        let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+        let (x, gamma, beta) = (
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+        );
         Tensor::from_dispatch(match film {
             None => <Dispatch as UnetKernels>::fused_group_norm(x, gamma, beta, groups, silu),
             Some(f) => <Dispatch as UnetKernels>::fused_group_norm_film(
@@ -124,11 +152,19 @@ pub fn group_norm<const D: usize>(
     } else {
         standard_group_norm(x, gamma, beta, film, groups, silu)
     };
-    if dtype == DType::F32 { y } else { y.cast(dtype) }
+    if dtype == DType::F32 {
+        y
+    } else {
+        y.cast(dtype)
+    }
 }
 
 fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) }
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(DType::F32)
+    }
 }
 
 /// The same chain from burn's tensor operations: the path for every other device.
@@ -156,4 +192,71 @@ pub fn standard_group_norm<const D: usize>(
         h = h * scale.add_scalar(1.0) + shift;
     }
     if silu { silu_op(h) } else { h }
+}
+
+/// The values of a 1-D f32 tensor (no copy when the tensor owns its buffer alone).
+fn into_values(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("checked to be f32 before reading")
+}
+
+fn from_values(values: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = values.len();
+    Tensor::from_data(burn::tensor::TensorData::new(values, [n]), device)
+}
+
+/// Whether the fused optimizer passes take these flattened tensors: f32 on Flex, outside
+/// autodiff, all of one length.
+pub fn fusable(tensors: &[&Tensor<1>]) -> bool {
+    let Some(first) = tensors.first() else {
+        return false;
+    };
+    let device = first.device();
+    let dtypes: Vec<DType> = tensors.iter().map(|t| t.dtype()).collect();
+    use_kernel(&dtypes, &device)
+        && !device.is_autodiff()
+        && tensors
+            .iter()
+            .all(|t| t.dims() == first.dims() && t.device() == device)
+}
+
+/// One fused AdamW update of a flattened parameter: `(θ, m, v)` after the step. When the
+/// tensors are not [`fusable`], they come back unchanged in `Err` for the caller's tensor-op
+/// path.
+#[allow(clippy::type_complexity)]
+pub fn adamw_update(
+    step: &crate::optim::AdamWStep,
+    param: Tensor<1>,
+    grad: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+) -> Result<(Tensor<1>, Tensor<1>, Tensor<1>), [Tensor<1>; 4]> {
+    if !fusable(&[&param, &grad, &m, &v]) {
+        return Err([param, grad, m, v]);
+    }
+    let device = param.device();
+    let (mut p, g) = (into_values(param), into_values(grad));
+    let (mut m, mut v) = (into_values(m), into_values(v));
+    crate::optim::adamw_update(step, &mut p, &g, &mut m, &mut v);
+    Ok((
+        from_values(p, &device),
+        from_values(m, &device),
+        from_values(v, &device),
+    ))
+}
+
+/// One fused EMA update `ema·rate + θ·(1 − rate)`; unfusable tensors come back in `Err`.
+pub fn ema_update(rate: f32, ema: Tensor<1>, param: &Tensor<1>) -> Result<Tensor<1>, Tensor<1>> {
+    if !fusable(&[&ema, param]) {
+        return Err(ema);
+    }
+    let device = ema.device();
+    let values = param
+        .to_data()
+        .try_into_vec::<f32>()
+        .expect("checked to be f32");
+    let mut e = into_values(ema);
+    crate::optim::ema_update(rate, &mut e, &values);
+    Ok(from_values(e, &device))
 }

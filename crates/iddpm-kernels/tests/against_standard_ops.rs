@@ -24,14 +24,23 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// `max |a − b| / max |b|`, failing the test above [`TOLERANCE`].
 fn assert_close(what: &str, kernel: Vec<f32>, standard: Vec<f32>) {
     assert_eq!(kernel.len(), standard.len(), "{what}: lengths");
-    let scale = standard.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let scale = standard
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
     let err = kernel
         .iter()
         .zip(&standard)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("{what}: max error {err:.2e} (scale {scale:.2e})");
-    assert!(kernel.iter().all(|v| v.is_finite()), "{what}: non-finite values");
-    assert!(err / scale <= TOLERANCE, "{what}: max error {err:e} against scale {scale:e}");
+    assert!(
+        kernel.iter().all(|v| v.is_finite()),
+        "{what}: non-finite values"
+    );
+    assert!(
+        err / scale <= TOLERANCE,
+        "{what}: max error {err:e} against scale {scale:e}"
+    );
 }
 
 /// (batch, C_in, C_out, H, W, kernel, stride, padding)
@@ -55,16 +64,30 @@ fn conv2d_forward_and_gradients_match_burn() {
         let weight = random(&mut rng, [co, ci, k, k], &device).mul_scalar(0.1);
         let bias = random(&mut rng, [co], &device);
         let run = |kernel: bool| {
-            let (x, weight, bias) = (x.clone().require_grad(), weight.clone().require_grad(), bias.clone().require_grad());
+            let (x, weight, bias) = (
+                x.clone().require_grad(),
+                weight.clone().require_grad(),
+                bias.clone().require_grad(),
+            );
             let y = if kernel {
                 ops::conv2d(x.clone(), weight.clone(), bias.clone(), s, p)
             } else {
-                standard_conv2d(x.clone(), weight.clone(), Some(bias.clone()), ConvOptions::new([s, s], [p, p], [1, 1], 1))
+                standard_conv2d(
+                    x.clone(),
+                    weight.clone(),
+                    Some(bias.clone()),
+                    ConvOptions::new([s, s], [p, p], [1, 1], 1),
+                )
             };
             let loss = (y.clone() * y.clone().sin()).sum();
             let grads = loss.backward();
             let g = |t: &Tensor<4>| values(t.grad(&grads).unwrap());
-            (values(y), g(&x), g(&weight), values(bias.grad(&grads).unwrap()))
+            (
+                values(y),
+                g(&x),
+                g(&weight),
+                values(bias.grad(&grads).unwrap()),
+            )
         };
         let (kernel, standard) = (run(true), run(false));
         let case = format!("conv {b}×{ci}→{co} {h}×{w} k{k} s{s} p{p}");
@@ -91,7 +114,9 @@ fn group_norm_forward_and_gradients_match_burn() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for (b, c, h, w, film, silu) in NORMS {
         // An offset and a spread per image, as activations have.
-        let x = random(&mut rng, [b, c, h, w], &device).mul_scalar(3.0).add_scalar(0.5);
+        let x = random(&mut rng, [b, c, h, w], &device)
+            .mul_scalar(3.0)
+            .add_scalar(0.5);
         let gamma = random(&mut rng, [c], &device).add_scalar(1.0);
         let beta = random(&mut rng, [c], &device);
         let scale = random(&mut rng, [b, c, 1, 1], &device);
@@ -100,7 +125,10 @@ fn group_norm_forward_and_gradients_match_burn() {
             let x = x.clone().require_grad();
             let (gamma, beta) = (gamma.clone().require_grad(), beta.clone().require_grad());
             let (scale, shift) = (scale.clone().require_grad(), shift.clone().require_grad());
-            let f = film.then(|| Film { scale: scale.clone(), shift: shift.clone() });
+            let f = film.then(|| Film {
+                scale: scale.clone(),
+                shift: shift.clone(),
+            });
             let y = if kernel {
                 ops::group_norm(x.clone(), gamma.clone(), beta.clone(), f, 32, silu)
             } else {
@@ -120,7 +148,11 @@ fn group_norm_forward_and_gradients_match_burn() {
         let (kernel, standard) = (run(true), run(false));
         let names = ["forward", "∂x", "∂γ", "∂β", "∂scale", "∂shift"];
         for ((name, a), b_) in names.iter().zip(kernel).zip(standard) {
-            assert_close(&format!("norm {b}×{c} {h}×{w} film {film} silu {silu} {name}"), a, b_);
+            assert_close(
+                &format!("norm {b}×{c} {h}×{w} film {film} silu {silu} {name}"),
+                a,
+                b_,
+            );
         }
     }
 }
@@ -167,4 +199,76 @@ fn the_kernels_are_deterministic() {
         values(w.grad(&y.sum().backward()).unwrap())
     };
     assert_eq!(grads(), grads(), "two runs give the same bits");
+}
+
+#[test]
+fn fused_adamw_and_ema_equal_the_tensor_ops_bit_for_bit() {
+    use iddpm_kernels::optim::AdamWStep;
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let n = 50_001;
+    let param: Tensor<1> = random(&mut rng, [n], &device);
+    let grad: Tensor<1> = random(&mut rng, [n], &device).mul_scalar(0.01);
+    let m: Tensor<1> = random(&mut rng, [n], &device).mul_scalar(0.001);
+    let v: Tensor<1> = random(&mut rng, [n], &device).abs().mul_scalar(1e-6);
+    let s = AdamWStep {
+        decay: 1.0 - 1e-4 * 0.05,
+        one_minus_beta1: 0.1,
+        beta2: 0.999,
+        one_minus_beta2: (1.0f64 - 0.999) as f32,
+        sqrt_bias_correction2: (1.0f64 - 0.999f64.powi(3)).sqrt() as f32,
+        eps: 1e-8,
+        step_size: (1e-4 / (1.0 - 0.9f64.powi(3))) as f32,
+    };
+    // The tensor-op formulation the fused pass replaces.
+    let m_ops = m.clone() + (grad.clone() - m.clone()).mul_scalar(s.one_minus_beta1);
+    let v_ops =
+        v.clone().mul_scalar(s.beta2) + (grad.clone() * grad.clone()).mul_scalar(s.one_minus_beta2);
+    let denom = v_ops
+        .clone()
+        .sqrt()
+        .div_scalar(s.sqrt_bias_correction2)
+        .add_scalar(s.eps);
+    let p_ops = param.clone().mul_scalar(s.decay) - (m_ops.clone() / denom).mul_scalar(s.step_size);
+    let Ok((p, m2, v2)) = ops::adamw_update(&s, param.clone(), grad, m, v) else {
+        panic!("Flex f32 tensors are fusable");
+    };
+    assert_eq!(values(p.clone()), values(p_ops), "parameters");
+    assert_eq!(values(m2), values(m_ops), "first moments");
+    assert_eq!(values(v2), values(v_ops), "second moments");
+    let ema_ops = param.clone().mul_scalar(0.9999f32) + p.clone().mul_scalar(1.0 - 0.9999f32);
+    let Ok(ema) = ops::ema_update(0.9999, param, &p) else {
+        panic!("fusable");
+    };
+    assert_eq!(values(ema), values(ema_ops), "EMA");
+}
+
+#[test]
+fn upsample_and_its_gradient_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for [b, c, h, w] in [[1, 32, 3, 5], [2, 64, 8, 8]] {
+        let x = random(&mut rng, [b, c, h, w], &device);
+        let run = |kernel: bool| {
+            let x = x.clone().require_grad();
+            let y = if kernel {
+                ops::upsample_nearest_2x(x.clone())
+            } else {
+                let e: Tensor<6> = x.clone().reshape([b, c, h, 1, w, 1]);
+                e.expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+            };
+            let grads = (y.clone() * y.clone().sin()).sum().backward();
+            (values(y), values(x.grad(&grads).unwrap()))
+        };
+        let (kernel, standard) = (run(true), run(false));
+        assert_eq!(
+            kernel.0, standard.0,
+            "upsample {b}×{c}×{h}×{w} forward is a copy"
+        );
+        assert_close(
+            &format!("upsample {b}×{c}×{h}×{w} ∂x"),
+            kernel.1,
+            standard.1,
+        );
+    }
 }

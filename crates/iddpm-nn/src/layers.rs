@@ -1,15 +1,13 @@
 //! The primitive layers of the UNet, storing weights in PyTorch's layout.
 
 use burn::module::{Module, Param};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Distribution, FloatDType, Int, Tensor};
+use iddpm_kernels::ops::{self as kernels, Film};
 
 use crate::params::{ParamVisitor, VisitParams};
 
 /// Number of groups of every GroupNorm in the reference UNet.
 pub const NORM_GROUPS: usize = 32;
-const NORM_EPS: f64 = 1e-5;
 
 fn uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) -> Param<Tensor<D>> {
     // PyTorch's default init for conv and linear layers: U(−1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -76,19 +74,16 @@ impl Conv2d {
         }
     }
 
-    /// `[B, in, H, W] -> [B, out, H', W']`, computed in x's precision.
+    /// `[B, in, H, W] -> [B, out, H', W']`, computed in x's precision (the Flex kernel for
+    /// f32 on the CPU, burn's convolution otherwise).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let dtype = x.dtype();
-        conv2d(
+        kernels::conv2d(
             x,
             to_dtype(self.weight.val(), dtype),
-            Some(to_dtype(self.bias.val(), dtype)),
-            ConvOptions::new(
-                [self.stride, self.stride],
-                [self.padding, self.padding],
-                [1, 1],
-                1,
-            ),
+            to_dtype(self.bias.val(), dtype),
+            self.stride,
+            self.padding,
         )
     }
 }
@@ -199,20 +194,23 @@ impl GroupNorm {
     /// Normalises `[B, C, ...]` over groups of C/32 channels and all positions; always in f32,
     /// returned in x's precision (as the reference's `GroupNorm32`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dtype = x.dtype();
-        let x = to_dtype(x, DType::F32);
-        let dims = x.dims();
-        let (batch, channels) = (dims[0], dims[1]);
-        let grouped: Tensor<3> = x.reshape([batch as i64, NORM_GROUPS as i64, -1]);
-        let mean = grouped.clone().mean_dim(2);
-        let centered = grouped - mean;
-        let var = centered.clone().square().mean_dim(2);
-        let normed = centered / var.add_scalar(NORM_EPS).sqrt();
-        let normed: Tensor<D> = normed.reshape(dims);
-        let mut affine = [1usize; D];
-        affine[1] = channels;
-        let out = normed * self.weight.val().reshape(affine) + self.bias.val().reshape(affine);
-        to_dtype(out, dtype)
+        self.apply(x, None, false)
+    }
+
+    /// `silu(norm(x))`, fused into one pass on the CPU.
+    pub fn forward_silu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.apply(x, None, true)
+    }
+
+    /// `silu(norm(x) · (1 + scale) + shift)`, the ResBlock's scale-shift norm, fused into one
+    /// pass on the CPU; scale and shift are `[B, C, 1, 1]`.
+    pub fn forward_film_silu(&self, x: Tensor<4>, scale: Tensor<4>, shift: Tensor<4>) -> Tensor<4> {
+        self.apply(x, Some(Film { scale, shift }), true)
+    }
+
+    fn apply<const D: usize>(&self, x: Tensor<D>, film: Option<Film<D>>, silu: bool) -> Tensor<D> {
+        let (gamma, beta) = (self.weight.val(), self.bias.val());
+        kernels::group_norm(x, gamma, beta, film, NORM_GROUPS, silu)
     }
 }
 

@@ -54,9 +54,7 @@ impl Upsample {
 
 /// Nearest-neighbour ×2 upsampling (each pixel becomes a 2×2 block).
 pub fn nearest_upsample_2x(x: Tensor<4>) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    let x: Tensor<6> = x.reshape([b, c, h, 1, w, 1]);
-    x.expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w])
+    iddpm_kernels::ops::upsample_nearest_2x(x)
 }
 
 impl VisitParams for Upsample {

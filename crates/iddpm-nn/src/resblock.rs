@@ -2,7 +2,6 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::layers::{Conv2d, GroupNorm, Linear, to_dtype};
@@ -50,22 +49,24 @@ impl ResBlock {
         }
     }
 
-    /// `x: [B, C, H, W]`, `emb: [B, E]` → `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.in_conv.forward(silu(self.in_norm.forward(x.clone())));
+    /// `x: [B, C, H, W]`, `emb_silu: [B, E]` → `[B, C_out, H, W]`. `emb_silu` is
+    /// `silu(emb)`, the first layer of the reference's `emb_layers`, computed once by the
+    /// caller for all blocks.
+    pub fn forward(&self, x: Tensor<4>, emb_silu: Tensor<2>) -> Tensor<4> {
+        let h = self.in_conv.forward(self.in_norm.forward_silu(x.clone()));
         // The embedding projection stays in f32; its output joins h in h's precision.
-        let emb_out = to_dtype(self.emb_linear.forward(silu(emb)), h.dtype());
+        let emb_out = to_dtype(self.emb_linear.forward(emb_silu), h.dtype());
         let [b, e] = emb_out.dims();
         let emb_out: Tensor<4> = emb_out.reshape([b, e, 1, 1]);
         let h = if self.use_scale_shift_norm {
             let half = e / 2;
             let scale = emb_out.clone().narrow(1, 0, half);
             let shift = emb_out.narrow(1, half, half);
-            self.out_norm.forward(h) * scale.add_scalar(1.0) + shift
+            self.out_norm.forward_film_silu(h, scale, shift)
         } else {
-            self.out_norm.forward(h + emb_out)
+            self.out_norm.forward_silu(h + emb_out)
         };
-        let h = self.out_conv.forward(self.dropout.forward(silu(h)));
+        let h = self.out_conv.forward(self.dropout.forward(h));
         let skip = match &self.skip {
             Some(conv) => conv.forward(x),
             None => x,

@@ -35,12 +35,12 @@ impl EmbedBlock {
         }
     }
 
-    fn forward(&self, mut h: Tensor<4>, emb: &Tensor<2>) -> Tensor<4> {
+    fn forward(&self, mut h: Tensor<4>, emb_silu: &Tensor<2>) -> Tensor<4> {
         if let Some(conv) = &self.conv {
             h = conv.forward(h);
         }
         if let Some(res) = &self.res {
-            h = res.forward(h, emb.clone());
+            h = res.forward(h, emb_silu.clone());
         }
         if let Some(attn) = &self.attn {
             h = attn.forward(h);
@@ -263,6 +263,8 @@ impl UNetModel {
         } else {
             x
         };
+        // Every ResBlock starts its embedding projection with SiLU: compute it once.
+        let emb = silu(emb);
         for block in &self.input_blocks {
             h = block.forward(h, &emb);
             skips.push(h.clone());
@@ -284,7 +286,7 @@ impl UNetModel {
             }
         }
         let h = to_dtype(h, out_dtype);
-        self.out_conv.forward(silu(self.out_norm.forward(h)))
+        self.out_conv.forward(self.out_norm.forward_silu(h))
     }
 }
 

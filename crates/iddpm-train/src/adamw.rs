@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use burn::tensor::Tensor;
 use iddpm_checkpoint::StateDict;
+use iddpm_kernels::ops as kernels;
+use iddpm_kernels::optim::AdamWStep;
 
 /// AdamW hyper-parameters and moment estimates.
 pub struct AdamW {
@@ -46,19 +48,35 @@ impl AdamW {
             .moments
             .remove(name)
             .unwrap_or_else(|| (param.zeros_like(), param.zeros_like()));
-        let param = param.mul_scalar((1.0 - lr * self.weight_decay) as f32);
-        let m = m.clone() + (grad.clone() - m).mul_scalar((1.0 - self.beta1) as f32);
-        let v = v.mul_scalar(self.beta2 as f32)
-            + (grad.clone() * grad).mul_scalar((1.0 - self.beta2) as f32);
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         let step_size = lr / bc1;
+        let fused = AdamWStep {
+            decay: (1.0 - lr * self.weight_decay) as f32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            sqrt_bias_correction2: bc2.sqrt() as f32,
+            eps: self.eps as f32,
+            step_size: step_size as f32,
+        };
+        // One pass per tensor on the CPU; the same f32 operations as the tensor ops below.
+        let [param, grad, m, v] = match kernels::adamw_update(&fused, param, grad, m, v) {
+            Ok((new, m, v)) => {
+                self.moments.insert(name.to_string(), (m, v));
+                return new;
+            }
+            Err(inputs) => inputs,
+        };
+        let param = param.mul_scalar(fused.decay);
+        let m = m.clone() + (grad.clone() - m).mul_scalar(fused.one_minus_beta1);
+        let v = v.mul_scalar(fused.beta2) + (grad.clone() * grad).mul_scalar(fused.one_minus_beta2);
         let denom = v
             .clone()
             .sqrt()
-            .div_scalar(bc2.sqrt() as f32)
-            .add_scalar(self.eps as f32);
-        let new = param - (m.clone() / denom).mul_scalar(step_size as f32);
+            .div_scalar(fused.sqrt_bias_correction2)
+            .add_scalar(fused.eps);
+        let new = param - (m.clone() / denom).mul_scalar(fused.step_size);
         self.moments.insert(name.to_string(), (m, v));
         new
     }

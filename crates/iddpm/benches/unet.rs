@@ -53,6 +53,22 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    if f.len() > 12 {
+        (f[11] + f[12]) / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -111,17 +127,20 @@ fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
     };
     let mut trainer = Trainer::new(config.clone(), diffusion_config, &data, opts, &device).unwrap();
     let mut train = Vec::new();
+    trainer.run_step().unwrap();
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     for _ in 0..reps {
         let start = Instant::now();
         trainer.run_step().unwrap();
         train.push(start.elapsed().as_secs_f64() * 1e3);
     }
+    let cores = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
     // The first repetition warms caches and allocators; report the median of the rest.
     let skip = |v: Vec<f64>| if v.len() > 1 { v[1..].to_vec() } else { v };
     println!(
-        "{} {} {}",
+        "{} {} {} {cores}",
         median(skip(forward)),
-        median(skip(train)),
+        median(train),
         peak_rss_mib()
     );
 }
@@ -151,7 +170,7 @@ fn sample_child(name: &str, batch: usize, reps: usize) {
     } else {
         times
     };
-    println!("{} 0 {}", median(times), peak_rss_mib());
+    println!("{} 0 {} 0", median(times), peak_rss_mib());
 }
 
 fn torch(python: &str, name: &str, batch: usize, reps: usize) -> Option<Vec<f64>> {
@@ -167,6 +186,41 @@ fn torch(python: &str, name: &str, batch: usize, reps: usize) -> Option<Vec<f64>
     (v.len() == 3).then_some(v)
 }
 
+/// Runs one benchmark child (`kernels` off sets `IDDPM_KERNELS=0`: burn's standard ops) and
+/// returns its four numbers: forward ms, train ms, peak MiB, cores busy during training.
+fn run_child(
+    name: &str,
+    checkpoint: bool,
+    kernels: bool,
+    batch: usize,
+    reps: usize,
+) -> Option<Vec<f64>> {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(&exe)
+        .env("IDDPM_KERNELS", if kernels { "1" } else { "0" })
+        .args([
+            "--child",
+            name,
+            if checkpoint { "1" } else { "0" },
+            &batch.to_string(),
+            &reps.to_string(),
+        ])
+        .output()
+        .expect("run the benchmark child");
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if v.len() != 4 {
+        eprintln!(
+            "{name}: child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(v)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
@@ -178,110 +232,102 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
-    let exe = std::env::current_exe().unwrap();
+    let batches: Vec<usize> = match args.iter().position(|a| a == "--batch") {
+        Some(p) => args[p + 1]
+            .split(',')
+            .map(|b| b.parse().expect("--batch N[,M]"))
+            .collect(),
+        None => vec![8],
+    };
+    let configs: Vec<String> = match args.iter().position(|a| a == "--config") {
+        Some(p) => args[p + 1].split(',').map(str::to_string).collect(),
+        None => vec!["demo".into(), "cifar10".into()],
+    };
+    let python = std::env::var("IDDPM_TORCH_PYTHON").ok();
     println!(
-        "{:<9} {:>5} {:>6} {:>12} {:>12} {:>12} {:>10}",
-        "config", "batch", "ckpt", "forward ms", "train ms", "train img/s", "peak MiB"
+        "{:<9} {:>5} {:<12} {:>11} {:>10} {:>11} {:>9} {:>6}",
+        "config", "batch", "variant", "forward ms", "train ms", "train img/s", "peak MiB", "cores"
     );
-    for (name, reps) in [
-        ("demo", if quick { 3 } else { 6 }),
-        ("cifar10", if quick { 2 } else { 4 }),
-    ] {
-        let batch = 8;
-        let mut results = Vec::new();
-        for checkpoint in [false, true] {
-            let out = Command::new(&exe)
-                .args([
-                    "--child",
-                    name,
-                    if checkpoint { "1" } else { "0" },
-                    &batch.to_string(),
-                    &reps.to_string(),
-                ])
-                .output()
-                .expect("run the benchmark child");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let v: Vec<f64> = text
-                .split_whitespace()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            if v.len() != 3 {
-                eprintln!(
-                    "{name}: child failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
+    for name in &configs {
+        let reps = match (name.as_str(), quick) {
+            ("demo", true) => 3,
+            ("demo", false) => 6,
+            (_, true) => 2,
+            (_, false) => 4,
+        };
+        for &batch in &batches {
+            let row = |variant: &str, v: &[f64]| {
+                println!(
+                    "{name:<9} {batch:>5} {variant:<12} {:>11.1} {:>10.1} {:>11.2} {:>9.0} {:>6.2}",
+                    v[0],
+                    v[1],
+                    batch as f64 * 1e3 / v[1],
+                    v[2],
+                    v[3]
                 );
-                continue;
-            }
-            println!(
-                "{name:<9} {batch:>5} {:>6} {:>12.1} {:>12.1} {:>12.2} {:>10.0}",
-                checkpoint,
-                v[0],
-                v[1],
-                batch as f64 * 1e3 / v[1],
-                v[2]
-            );
-            results.push(v);
-        }
-        if results.len() == 2 {
-            println!(
-                "{name}: gradient checkpointing / plain: train time x{:.2}, peak memory x{:.2}",
-                results[1][1] / results[0][1],
-                results[1][2] / results[0][2]
-            );
-        }
-        let python = std::env::var("IDDPM_TORCH_PYTHON").ok();
-        if let (Some(py), Some(ours)) = (&python, results.first()) {
-            match torch(py, name, batch, reps) {
-                Some(t) => {
-                    println!(
-                        "{:<9} {batch:>5} {:>6} {:>12.1} {:>12.1} {:>12.2} {:>10.0}",
-                        format!("{name}/pt"),
-                        "torch",
-                        t[0],
-                        t[1],
-                        batch as f64 * 1e3 / t[1],
-                        t[2]
-                    );
-                    println!(
-                        "{name}: iddpm / PyTorch: forward x{:.2}, train step x{:.2}, peak memory x{:.2}",
-                        ours[0] / t[0],
-                        ours[1] / t[1],
-                        ours[2] / t[2]
-                    );
+            };
+            let kernels = run_child(name, false, true, batch, reps);
+            let standard = run_child(name, false, false, batch, reps);
+            let checkpointed = run_child(name, true, true, batch, reps);
+            for (variant, v) in [
+                ("kernels", &kernels),
+                ("burn ops", &standard),
+                ("kernels+ckpt", &checkpointed),
+            ] {
+                if let Some(v) = v {
+                    row(variant, v);
                 }
-                None => eprintln!("{name}: the PyTorch run failed (IDDPM_TORCH_PYTHON={py})"),
+            }
+            let theirs = python
+                .as_deref()
+                .and_then(|py| torch(py, name, batch, reps));
+            if let Some(t) = &theirs {
+                row("PyTorch", &[t[0], t[1], t[2], f64::NAN]);
+            }
+            if let (Some(k), Some(s)) = (&kernels, &standard) {
+                println!(
+                    "{name} batch {batch}: kernels / burn ops: forward x{:.2}, train step x{:.2}, peak memory x{:.2}",
+                    k[0] / s[0],
+                    k[1] / s[1],
+                    k[2] / s[2]
+                );
+            }
+            if let (Some(k), Some(t)) = (&kernels, &theirs) {
+                println!(
+                    "{name} batch {batch}: iddpm / PyTorch: forward x{:.2}, train step x{:.2}, peak memory x{:.2}",
+                    k[0] / t[0],
+                    k[1] / t[1],
+                    k[2] / t[2]
+                );
+            }
+            if let (Some(k), Some(c)) = (&kernels, &checkpointed) {
+                println!(
+                    "{name} batch {batch}: gradient checkpointing / plain: train time x{:.2}, peak memory x{:.2}",
+                    c[1] / k[1],
+                    c[2] / k[2]
+                );
             }
         }
         // Sampling throughput: 50 DDIM steps at batch 16, from one timed step.
         let sample_batch = 16;
-        let out = Command::new(&exe)
-            .args([
-                "--child",
-                &format!("{name}-sample"),
-                "0",
-                &sample_batch.to_string(),
-                &reps.to_string(),
-            ])
-            .output()
-            .expect("run the sampling child");
-        let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if v.len() == 3 {
-            let ours = sample_batch as f64 / (50.0 * v[0] / 1e3);
+        let sample = format!("{name}-sample");
+        let ours = run_child(&sample, false, true, sample_batch, reps);
+        let standard = run_child(&sample, false, false, sample_batch, reps);
+        let rate = |ms: f64| sample_batch as f64 / (50.0 * ms / 1e3);
+        if let (Some(k), Some(s)) = (&ours, &standard) {
             print!(
-                "{name}: 50-step DDIM at batch {sample_batch}: {ours:.3} images/s (step {:.0} ms)",
-                v[0]
+                "{name}: 50-step DDIM at batch {sample_batch}: kernels {:.3} images/s, burn ops {:.3} images/s",
+                rate(k[0]),
+                rate(s[0])
             );
             if let Some(t) = python
                 .as_deref()
                 .and_then(|py| torch(py, name, sample_batch, reps))
             {
-                let theirs = sample_batch as f64 / (50.0 * t[0] / 1e3);
                 print!(
-                    "; PyTorch {theirs:.3} images/s; iddpm / PyTorch x{:.2}",
-                    ours / theirs
+                    "; PyTorch {:.3} images/s; iddpm / PyTorch throughput x{:.2}",
+                    rate(t[0]),
+                    rate(k[0]) / rate(t[0])
                 );
             }
             println!();
