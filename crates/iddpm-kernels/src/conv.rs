@@ -10,6 +10,26 @@ use rayon::prelude::*;
 
 use crate::matmul::{Operand, Threads, matmul};
 
+thread_local! {
+    /// Each thread's column-matrix buffer, kept between calls: a fresh buffer per image would
+    /// be zeroed by the kernel page by page.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a buffer of `len` values (contents unspecified: `f` overwrites them).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread (not expected): use a buffer of its own.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
 /// The sizes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -189,23 +209,18 @@ pub fn conv2d_forward(
             }
         }
         let x_b = &x[b * x_image..(b + 1) * x_image];
-        let owned;
-        let col: &[f32] = if g.is_pointwise() {
-            x_b
-        } else {
-            let mut c = vec![0.0f32; kk * n];
-            im2col(g, x_b, &mut c);
-            owned = c;
-            &owned
+        let product = |y_b: &mut [f32], col: &[f32]| {
+            let (lhs, rhs) = (Operand::rows(weight, kk), Operand::rows(col, n));
+            matmul(y_b, (co, n, kk), lhs, rhs, bias.is_some(), threads);
         };
-        matmul(
-            y_b,
-            (co, n, kk),
-            Operand::rows(weight, kk),
-            Operand::rows(col, n),
-            bias.is_some(),
-            threads,
-        );
+        if g.is_pointwise() {
+            product(y_b, x_b);
+        } else {
+            with_scratch(kk * n, |col| {
+                im2col(g, x_b, col);
+                product(y_b, col);
+            });
+        }
     });
     y
 }
@@ -228,16 +243,11 @@ pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f3
                 threads,
             );
         } else {
-            let mut dcol = vec![0.0f32; kk * n];
-            matmul(
-                &mut dcol,
-                (kk, n, co),
-                lhs,
-                Operand::rows(dy_b, n),
-                false,
-                threads,
-            );
-            col2im(g, &dcol, dx_b);
+            with_scratch(kk * n, |dcol| {
+                let rhs = Operand::rows(dy_b, n);
+                matmul(dcol, (kk, n, co), lhs, rhs, false, threads);
+                col2im(g, dcol, dx_b);
+            });
         }
     });
     dx
@@ -251,23 +261,18 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     for_each_image(g, &mut per_image, co * kk, |b, dw_b, threads| {
         let x_b = &x[b * x_image..(b + 1) * x_image];
         let dy_b = &dy[b * co * n..(b + 1) * co * n];
-        let owned;
-        let col: &[f32] = if g.is_pointwise() {
-            x_b
-        } else {
-            let mut c = vec![0.0f32; kk * n];
-            im2col(g, x_b, &mut c);
-            owned = c;
-            &owned
+        let product = |dw_b: &mut [f32], col: &[f32]| {
+            let (lhs, rhs) = (Operand::rows(dy_b, n), Operand::transposed(col, n));
+            matmul(dw_b, (co, kk, n), lhs, rhs, false, threads);
         };
-        matmul(
-            dw_b,
-            (co, kk, n),
-            Operand::rows(dy_b, n),
-            Operand::transposed(col, n),
-            false,
-            threads,
-        );
+        if g.is_pointwise() {
+            product(dw_b, x_b);
+        } else {
+            with_scratch(kk * n, |col| {
+                im2col(g, x_b, col);
+                product(dw_b, col);
+            });
+        }
     });
     sum_in_order(per_image, co * kk)
 }

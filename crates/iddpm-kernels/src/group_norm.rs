@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::activation::sigmoid;
+use crate::activation::{sigmoid_into, silu_in_place};
 
 /// GroupNorm's ε (PyTorch's default, the reference's `GroupNorm32`).
 pub const EPS: f64 = 1e-5;
@@ -132,9 +132,12 @@ pub fn group_norm_forward(g: &NormGeometry, x: &[f32], p: &NormAffine) -> Vec<f3
             for ch in 0..cpg {
                 let map = ChannelMap::new(p, b, group * cpg + ch, g.channels);
                 let range = ch * s..(ch + 1) * s;
-                for (out, &v) in y_blk[range.clone()].iter_mut().zip(&x_blk[range]) {
-                    let u = map.u(map.z((v - mean) * rstd));
-                    *out = if p.silu { u * sigmoid(u) } else { u };
+                let out = &mut y_blk[range.clone()];
+                for (o, &v) in out.iter_mut().zip(&x_blk[range]) {
+                    *o = map.u(map.z((v - mean) * rstd));
+                }
+                if p.silu {
+                    silu_in_place(out);
                 }
             }
         });
@@ -158,18 +161,28 @@ pub fn group_norm_backward(g: &NormGeometry, x: &[f32], p: &NormAffine, dy: &[f3
             let (mean, rstd) = statistics(x_blk);
             // First pass: dx̂ into dx_blk, and the group sums of dx̂ and dx̂·x̂.
             let (mut sum_dxn, mut sum_dxn_xn) = (0.0f64, 0.0f64);
+            // σ(u) of one channel, computed in one vectorised pass.
+            let (mut u, mut sig) = (vec![0.0f32; s], vec![0.0f32; s]);
             for (ch, acc) in sums_blk.iter_mut().enumerate() {
                 let map = ChannelMap::new(p, b, group * cpg + ch, c);
                 let range = ch * s..(ch + 1) * s;
-                for ((d, &v), &grad) in dx_blk[range.clone()]
+                if p.silu {
+                    for (u, &v) in u.iter_mut().zip(&x_blk[range.clone()]) {
+                        *u = map.u(map.z((v - mean) * rstd));
+                    }
+                    sigmoid_into(&u, &mut sig);
+                }
+                for (i, ((d, &v), &grad)) in dx_blk[range.clone()]
                     .iter_mut()
                     .zip(&x_blk[range.clone()])
                     .zip(&dy_blk[range])
+                    .enumerate()
                 {
                     let xn = (v - mean) * rstd;
                     let z = map.z(xn);
+                    // d silu(u)/du = σ(u)·(1 + u·(1 − σ(u))).
                     let du = if p.silu {
-                        grad * silu_slope(map.u(z))
+                        grad * sig[i] * (1.0 + u[i] * (1.0 - sig[i]))
                     } else {
                         grad
                     };
@@ -207,11 +220,4 @@ pub fn group_norm_backward(g: &NormGeometry, x: &[f32], p: &NormAffine, dy: &[f3
         beta: over_batch(1),
         film,
     }
-}
-
-/// `d silu(u)/du = σ(u)·(1 + u·(1 − σ(u)))`.
-#[inline]
-fn silu_slope(u: f32) -> f32 {
-    let s = sigmoid(u);
-    s * (1.0 + u * (1.0 - s))
 }
