@@ -53,6 +53,20 @@ fn sigmoid_loop(u: &[f32], out: &mut [f32]) {
     }
 }
 
+/// One row of a softmax in place: `e^(v − max) / Σ e^(v − max)`.
+#[inline(always)]
+fn softmax_loop(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let sum: f32 = row.iter().sum();
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// Defines `$name`, which runs `$generic` compiled for the widest SIMD the CPU supports.
 macro_rules! multiversion {
     ($(#[$doc:meta])* $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
@@ -83,6 +97,11 @@ macro_rules! multiversion {
 multiversion!(
     /// In place: `v ← v · σ(v)`.
     silu_in_place => silu_loop(v: &mut [f32])
+);
+
+multiversion!(
+    /// A softmax of `row` in place.
+    softmax_in_place => softmax_loop(row: &mut [f32])
 );
 
 multiversion!(

@@ -17,6 +17,7 @@ use crate::UnetKernels;
 use crate::conv::{conv2d_bias_grad, conv2d_input_grad, conv2d_weight_grad};
 use crate::flex::{contiguous, conv_geometry, norm_geometry, tensor, values};
 use crate::group_norm::{NormAffine, group_norm_backward};
+use crate::softmax::softmax_rows_grad;
 use crate::upsample::upsample_nearest_2x_grad;
 
 type Ad<C> = Autodiff<Flex, C>;
@@ -157,7 +158,48 @@ impl Backward<Flex, 1> for UpsampleBackward {
     }
 }
 
+/// Backward of [`UnetKernels::fused_softmax_last_dim`], from the saved output.
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    type State = FlexTensor;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_x] = ops.parents;
+        if let Some(node) = node_x {
+            let y = ops.state;
+            let shape = y.shape();
+            let len = shape[shape.num_dims() - 1];
+            let dx = softmax_rows_grad(values(&y), values(&dy), len);
+            grads.register::<Flex>(node.id, tensor(dx, shape));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
+    fn fused_softmax_last_dim(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        match SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = Flex::fused_softmax_last_dim(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::fused_softmax_last_dim(x.into_primitive()))
+            }
+        }
+    }
+
     fn fused_upsample_nearest_2x(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
         let prep = UpsampleBackward.prepare::<C>([x.node()]).compute_bound();
         prep.stateless(Flex::fused_upsample_nearest_2x(x.into_primitive()))

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::zeros;
 use crate::matmul::{Operand, Threads, matmul};
 
 thread_local! {
@@ -200,7 +201,7 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
-    let mut y = vec![0.0f32; g.batch * co * n];
+    let mut y = zeros(g.batch * co * n);
     let x_image = g.channels_in * g.in_plane();
     for_each_image(g, &mut y, co * n, |b, y_b, threads| {
         if let Some(bias) = bias {
@@ -229,7 +230,7 @@ pub fn conv2d_forward(
 pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let x_image = g.channels_in * g.in_plane();
-    let mut dx = vec![0.0f32; g.batch * x_image];
+    let mut dx = zeros(g.batch * x_image);
     for_each_image(g, &mut dx, x_image, |b, dx_b, threads| {
         let dy_b = &dy[b * co * n..(b + 1) * co * n];
         let lhs = Operand::transposed(weight, kk);
@@ -257,7 +258,7 @@ pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f3
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let x_image = g.channels_in * g.in_plane();
-    let mut per_image = vec![0.0f32; g.batch * co * kk];
+    let mut per_image = zeros(g.batch * co * kk);
     for_each_image(g, &mut per_image, co * kk, |b, dw_b, threads| {
         let x_b = &x[b * x_image..(b + 1) * x_image];
         let dy_b = &dy[b * co * n..(b + 1) * co * n];

@@ -9,6 +9,7 @@ use burn_std::Bytes;
 use crate::UnetKernels;
 use crate::conv::{ConvGeometry, conv2d_forward};
 use crate::group_norm::{NormAffine, NormGeometry, group_norm_forward};
+use crate::softmax::softmax_rows;
 use crate::upsample::upsample_nearest_2x;
 
 /// A contiguous copy of `t` (no copy when it already is one).
@@ -124,5 +125,12 @@ impl UnetKernels for Flex {
         let s = x.shape();
         let y = upsample_nearest_2x(values(&x), s[2], s[3]);
         tensor(y, Shape::from(vec![s[0], s[1], 2 * s[2], 2 * s[3]]))
+    }
+
+    fn fused_softmax_last_dim(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        let shape = x.shape();
+        let len = shape[shape.num_dims() - 1];
+        tensor(softmax_rows(values(&x), len), shape)
     }
 }

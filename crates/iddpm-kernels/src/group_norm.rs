@@ -8,6 +8,7 @@
 use rayon::prelude::*;
 
 use crate::activation::{sigmoid_into, silu_in_place};
+use crate::buffer::zeros;
 
 /// GroupNorm's ε (PyTorch's default, the reference's `GroupNorm32`).
 pub const EPS: f64 = 1e-5;
@@ -121,7 +122,7 @@ impl ChannelMap {
 
 /// The fused forward pass: x `[B, C, S]` → y `[B, C, S]`.
 pub fn group_norm_forward(g: &NormGeometry, x: &[f32], p: &NormAffine) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = zeros(x.len());
     let (cpg, s) = (g.per_group(), g.positions);
     y.par_chunks_mut(g.block())
         .zip(x.par_chunks(g.block()))
@@ -147,7 +148,7 @@ pub fn group_norm_forward(g: &NormGeometry, x: &[f32], p: &NormAffine) -> Vec<f3
 /// The fused backward pass from `dy`.
 pub fn group_norm_backward(g: &NormGeometry, x: &[f32], p: &NormAffine, dy: &[f32]) -> NormGrads {
     let (cpg, s, c) = (g.per_group(), g.positions, g.channels);
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = zeros(x.len());
     // Per (image, channel): Σ dz·x̂, Σ dz, Σ du·z, Σ du.
     let mut sums = vec![[0.0f64; 4]; g.batch * c];
     dx.par_chunks_mut(g.block())

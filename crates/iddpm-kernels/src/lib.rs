@@ -10,12 +10,14 @@
 
 mod activation;
 mod autodiff;
+mod buffer;
 pub mod conv;
 mod flex;
 pub mod group_norm;
 mod matmul;
 pub mod ops;
 pub mod optim;
+pub mod softmax;
 pub mod upsample;
 
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
@@ -55,6 +57,9 @@ pub trait UnetKernels: Backend {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Self>;
+
+    /// Softmax over the last axis.
+    fn fused_softmax_last_dim(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Nearest-neighbour ×2 upsampling of x `[B, C, H, W]` → `[B, C, 2H, 2W]`.
     fn fused_upsample_nearest_2x(x: FloatTensor<Self>) -> FloatTensor<Self>;

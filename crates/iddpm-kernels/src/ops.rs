@@ -83,6 +83,16 @@ pub fn conv2d(
     standard_conv2d(x, weight, Some(bias), options)
 }
 
+/// Softmax over the last axis of an f32 tensor (the attention weights).
+pub fn softmax_last_dim<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let last = x.dims()[D - 1];
+    if last > 0 && use_kernel(&[x.dtype()], &x.device()) {
+        let y = <Dispatch as UnetKernels>::fused_softmax_last_dim(x.into_dispatch());
+        return Tensor::from_dispatch(y);
+    }
+    burn::tensor::activation::softmax(x, D - 1)
+}
+
 /// Nearest-neighbour ×2 upsampling, `[B, C, H, W]` → `[B, C, 2H, 2W]`.
 pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();

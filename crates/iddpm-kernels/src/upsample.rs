@@ -3,9 +3,11 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::zeros;
+
 /// `[planes, H, W]` → `[planes, 2H, 2W]`, every pixel repeated into a 2×2 block.
 pub fn upsample_nearest_2x(x: &[f32], height: usize, width: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len() * 4];
+    let mut y = zeros(x.len() * 4);
     let plane = height * width;
     y.par_chunks_mut(4 * plane)
         .zip(x.par_chunks(plane))
@@ -29,7 +31,7 @@ pub fn upsample_nearest_2x(x: &[f32], height: usize, width: usize) -> Vec<f32> {
 /// left to right).
 pub fn upsample_nearest_2x_grad(dy: &[f32], height: usize, width: usize) -> Vec<f32> {
     let plane = height * width;
-    let mut dx = vec![0.0f32; dy.len() / 4];
+    let mut dx = zeros(dy.len() / 4);
     dx.par_chunks_mut(plane)
         .zip(dy.par_chunks(4 * plane))
         .for_each(|(out, grads)| {

@@ -272,3 +272,31 @@ fn upsample_and_its_gradient_match_burn() {
         );
     }
 }
+
+#[test]
+fn softmax_and_its_gradient_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for [n, t, s] in [[1, 1, 7], [4, 64, 64], [2, 5, 256]] {
+        let x = random(&mut rng, [n, t, s], &device).mul_scalar(6.0);
+        let run = |kernel: bool| {
+            let x = x.clone().require_grad();
+            let y = if kernel {
+                ops::softmax_last_dim(x.clone())
+            } else {
+                burn::tensor::activation::softmax(x.clone(), 2)
+            };
+            let grads = (y.clone() * y.clone().mul_scalar(5.0).sin())
+                .sum()
+                .backward();
+            (values(y), values(x.grad(&grads).unwrap()))
+        };
+        let (kernel, standard) = (run(true), run(false));
+        assert_close(
+            &format!("softmax {n}×{t}×{s} forward"),
+            kernel.0,
+            standard.0,
+        );
+        assert_close(&format!("softmax {n}×{t}×{s} ∂x"), kernel.1, standard.1);
+    }
+}

@@ -1,8 +1,9 @@
 //! Spatial self-attention with the reference's legacy (head-major) QKV layout.
 
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Tensor};
+
+use iddpm_kernels::ops::softmax_last_dim;
 
 use crate::layers::{Conv1x1, GroupNorm, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
@@ -46,7 +47,7 @@ impl AttentionBlock {
         let logits = q.swap_dims(1, 2).matmul(k); // [N, T(query), S(key)]
         let dtype = logits.dtype();
         // The softmax runs in f32 even when the torso runs in f16.
-        let weight = to_dtype(softmax(to_dtype(logits, DType::F32), 2), dtype);
+        let weight = to_dtype(softmax_last_dim(to_dtype(logits, DType::F32)), dtype);
         let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, T]
         let out: Tensor<3> = out.reshape([b, c, t]);
         let out = self.proj_out.forward(out);

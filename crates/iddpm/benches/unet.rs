@@ -53,20 +53,25 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// CPU seconds this process has used (user + system), from /proc/self/stat.
+/// CPU seconds this process's live threads have used (user + system), summed over
+/// /proc/self/task/*/stat.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    if f.len() > 12 {
-        (f[11] + f[12]) / 100.0
-    } else {
-        f64::NAN
-    }
+    let ticks = |stat: &str| -> f64 {
+        // After the command name (in parentheses) come state, ppid, …; utime and stime are
+        // the 12th and 13th of those fields.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        field(11) + field(12)
+    };
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .map(|s| ticks(&s))
+        .sum::<f64>()
+        / 100.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
