@@ -3,6 +3,7 @@
 Usage:
   python torch_unet.py check REFERENCE_DIR      # equals the reference on model A
   python torch_unet.py bench CONFIG BATCH REPS  # prints "forward_ms train_ms peak_mib"
+  python torch_unet.py flops CONFIG BATCH       # prints "forward_flops train_flops sgemm_gflops"
 
 The architecture follows the description in shared/reference/README.md (head-major QKV,
 scale-shift norm, zero-padded skip concatenation); state-dict names match the reference's.
@@ -200,9 +201,36 @@ def bench(name, batch, reps):
     print(f"{median(skip(forward))} {median(skip(train))} {peak}")
 
 
+def flops(name, batch):
+    """FLOPs of one forward pass and one forward+backward, counted by PyTorch, and the rate of
+    a 1024³ sgemm on the same threads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = UNet(**CONFIGS[name])
+    x = torch.randn(batch, 3, 32, 32)
+    t = torch.tensor([(i * 997) % 1000 for i in range(batch)], dtype=torch.float32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, t)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        (net(x, t) ** 2).mean().backward()
+    train = counter.get_total_flops()
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    print(f"{forward} {train} {2 * 1024**3 / median(times) / 1e9}")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(int(__import__("os").environ.get("TORCH_THREADS", "2")))
     if sys.argv[1] == "check":
         check(sys.argv[2])
+    elif sys.argv[1] == "flops":
+        flops(sys.argv[2], int(sys.argv[3]))
     else:
         bench(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

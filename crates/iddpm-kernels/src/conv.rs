@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use crate::buffer::zeros;
-use crate::matmul::{Operand, Threads, matmul};
+use crate::matmul::{Operand, Threads, matmul, matmul_into};
 
 thread_local! {
     /// Each thread's column-matrix buffer, kept between calls: a fresh buffer per image would
@@ -119,15 +119,16 @@ fn valid_outputs(
     (lo.min(hi), hi)
 }
 
-/// `col[(ci, ky, kx), (oy, ox)] = x[ci, oy·s − p + ky, ox·s − p + kx]`, zero outside.
-fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+/// `col[(ci, ky, kx), (oy, ox)] = x[ci, oy·s − p + ky, ox·s − p + kx]`, zero outside, for the
+/// output rows `band` (`col` holds `band.len() · W'` columns).
+fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], band: std::ops::Range<usize>) {
     let (oh, ow, k, s, p) = (g.out_height(), g.out_width(), g.kernel, g.stride, g.padding);
-    for (row, col_row) in col.chunks_exact_mut(oh * ow).enumerate() {
+    for (row, col_row) in col.chunks_exact_mut(band.len() * ow).enumerate() {
         let (ci, ky, kx) = (row / (k * k), row / k % k, row % k);
         let plane = &x[ci * g.in_plane()..(ci + 1) * g.in_plane()];
         let (x_lo, x_hi) = valid_outputs(g.width, ow, s, p, kx);
         let (y_lo, y_hi) = valid_outputs(g.height, oh, s, p, ky);
-        for (oy, out) in col_row.chunks_exact_mut(ow).enumerate() {
+        for (oy, out) in band.clone().zip(col_row.chunks_exact_mut(ow)) {
             if oy < y_lo || oy >= y_hi {
                 out.fill(0.0);
                 continue;
@@ -147,18 +148,18 @@ fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: `dx[ci, iy, ix] += dcol[(ci, ky, kx), (oy, ox)]`. Rows are
-/// visited in order, so each input element sums its taps in a fixed order.
-fn col2im(g: &ConvGeometry, dcol: &[f32], dx: &mut [f32]) {
+/// The adjoint of [`im2col`] for the output rows `band`: `dx[ci, iy, ix] += dcol[(ci, ky,
+/// kx), (oy, ox)]`. Bands and rows are visited in order, so each input element sums its taps
+/// in a fixed order.
+fn col2im(g: &ConvGeometry, dcol: &[f32], dx: &mut [f32], band: std::ops::Range<usize>) {
     let (oh, ow, k, s, p) = (g.out_height(), g.out_width(), g.kernel, g.stride, g.padding);
-    dx.fill(0.0);
-    for (row, col_row) in dcol.chunks_exact(oh * ow).enumerate() {
+    for (row, col_row) in dcol.chunks_exact(band.len() * ow).enumerate() {
         let (ci, ky, kx) = (row / (k * k), row / k % k, row % k);
         let plane = &mut dx[ci * g.in_plane()..(ci + 1) * g.in_plane()];
         let (x_lo, x_hi) = valid_outputs(g.width, ow, s, p, kx);
         let (y_lo, y_hi) = valid_outputs(g.height, oh, s, p, ky);
-        for oy in y_lo..y_hi {
-            let grads = &col_row[oy * ow..(oy + 1) * ow];
+        for oy in y_lo.max(band.start)..y_hi.min(band.end) {
+            let grads = &col_row[(oy - band.start) * ow..][..ow];
             let input = &mut plane[(oy * s + ky - p) * g.width..][..g.width];
             if s == 1 {
                 let start = x_lo + kx - p;
@@ -173,6 +174,20 @@ fn col2im(g: &ConvGeometry, dcol: &[f32], dx: &mut [f32]) {
             }
         }
     }
+}
+
+/// Output rows per band of the forward column matrix: about `BAND_VALUES` values, so that a
+/// band stays in cache between im2col and the GEMM that reads it, but at least
+/// `BAND_MIN_COLUMNS` columns, below which the GEMM loses more than the cache gains.
+const BAND_VALUES: usize = 1 << 18;
+const BAND_MIN_COLUMNS: usize = 256;
+
+fn band_rows(g: &ConvGeometry) -> usize {
+    let ow = g.out_width().max(1);
+    let by_cache = BAND_VALUES / (g.patch() * ow).max(1);
+    by_cache
+        .max(BAND_MIN_COLUMNS.div_ceil(ow))
+        .clamp(1, g.out_height())
 }
 
 /// Runs `task(b, out_b)` for every image, in parallel over images or with `Threads::All`
@@ -216,12 +231,21 @@ pub fn conv2d_forward(
         };
         if g.is_pointwise() {
             product(y_b, x_b);
-        } else {
-            with_scratch(kk * n, |col| {
-                im2col(g, x_b, col);
-                product(y_b, col);
-            });
+            return;
         }
+        let (ow, rows) = (g.out_width(), band_rows(g));
+        with_scratch(kk * rows * ow, |scratch| {
+            for start in (0..g.out_height()).step_by(rows) {
+                let band = start..(start + rows).min(g.out_height());
+                let cols = band.len() * ow;
+                let col = &mut scratch[..kk * cols];
+                im2col(g, x_b, col, band);
+                // y_b[:, band]: rows of the output plane `n` apart.
+                let (lhs, rhs) = (Operand::rows(weight, kk), Operand::rows(col, cols));
+                let dst = &mut y_b[start * ow..];
+                matmul_into(dst, n, (co, cols, kk), lhs, rhs, bias.is_some(), threads);
+            }
+        });
     });
     y
 }
@@ -243,13 +267,21 @@ pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f3
                 false,
                 threads,
             );
-        } else {
-            with_scratch(kk * n, |dcol| {
-                let rhs = Operand::rows(dy_b, n);
-                matmul(dcol, (kk, n, co), lhs, rhs, false, threads);
-                col2im(g, dcol, dx_b);
-            });
+            return;
         }
+        let (ow, rows) = (g.out_width(), band_rows(g));
+        dx_b.fill(0.0);
+        with_scratch(kk * rows * ow, |scratch| {
+            for start in (0..g.out_height()).step_by(rows) {
+                let band = start..(start + rows).min(g.out_height());
+                let cols = band.len() * ow;
+                let dcol = &mut scratch[..kk * cols];
+                // dy_b[:, band]: rows of the gradient plane `n` apart.
+                let rhs = Operand::strided(&dy_b[start * ow..], n);
+                matmul(dcol, (kk, cols, co), lhs, rhs, false, threads);
+                col2im(g, dcol, dx_b, band);
+            }
+        });
     });
     dx
 }
@@ -268,12 +300,21 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         };
         if g.is_pointwise() {
             product(dw_b, x_b);
-        } else {
-            with_scratch(kk * n, |col| {
-                im2col(g, x_b, col);
-                product(dw_b, col);
-            });
+            return;
         }
+        let (ow, rows) = (g.out_width(), band_rows(g));
+        with_scratch(kk * rows * ow, |scratch| {
+            for start in (0..g.out_height()).step_by(rows) {
+                let band = start..(start + rows).min(g.out_height());
+                let cols = band.len() * ow;
+                let col = &mut scratch[..kk * cols];
+                im2col(g, x_b, col, band);
+                // dW_b += dy_b[:, band] · col_bandᵀ.
+                let lhs = Operand::strided(&dy_b[start * ow..], n);
+                let rhs = Operand::transposed(col, cols);
+                matmul(dw_b, (co, kk, cols), lhs, rhs, start > 0, threads);
+            }
+        });
     });
     sum_in_order(per_image, co * kk)
 }

@@ -21,6 +21,16 @@ impl Operand {
         }
     }
 
+    /// `data` read as a matrix whose rows start `row_stride` values apart (a block of columns
+    /// of a larger row-major matrix).
+    pub(crate) fn strided(data: &[f32], row_stride: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
+    }
+
     /// The transpose of `data` read as a row-major `[rows, cols]` matrix: a `[cols, rows]`
     /// operand, with no copy.
     pub(crate) fn transposed(data: &[f32], cols: usize) -> Self {
@@ -55,13 +65,32 @@ pub(crate) fn matmul(
     accumulate: bool,
     threads: Threads,
 ) {
-    assert!(dst.len() >= m * n, "matmul: destination too small");
+    matmul_into(dst, n, (m, n, k), lhs, rhs, accumulate, threads);
+}
+
+/// [`matmul`] into a block of a larger row-major matrix whose rows are `dst_stride` apart.
+pub(crate) fn matmul_into(
+    dst: &mut [f32],
+    dst_stride: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    threads: Threads,
+) {
+    assert!(dst_stride >= n, "matmul: rows overlap");
+    assert!(
+        m == 0 || dst.len() >= (m - 1) * dst_stride + n,
+        "matmul: destination too small"
+    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for row in dst.chunks_mut(dst_stride).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
@@ -69,7 +98,7 @@ pub(crate) fn matmul(
         Threads::All if m * n * k >= 1 << 18 => gemm::Parallelism::Rayon(0),
         _ => gemm::Parallelism::None,
     };
-    // SAFETY: dst holds m×n elements (asserted); lhs/rhs address m×k and k×n elements of the
+    // SAFETY: dst holds m rows of n elements, `dst_stride` apart (asserted); lhs/rhs address m×k and k×n elements of the
     // slices they were built from (the caller's contract above).
     unsafe {
         gemm::gemm(
@@ -78,7 +107,7 @@ pub(crate) fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             lhs.ptr,
             lhs.col_stride,

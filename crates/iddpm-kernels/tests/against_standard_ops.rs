@@ -43,8 +43,9 @@ fn assert_close(what: &str, kernel: Vec<f32>, standard: Vec<f32>) {
     );
 }
 
-/// (batch, C_in, C_out, H, W, kernel, stride, padding)
-const CONVS: [(usize, usize, usize, usize, usize, usize, usize, usize); 8] = [
+/// (batch, C_in, C_out, H, W, kernel, stride, padding); the last two are tall enough to be
+/// computed in several bands of output rows.
+const CONVS: [(usize, usize, usize, usize, usize, usize, usize, usize); 10] = [
     (1, 32, 64, 7, 9, 3, 2, 1),
     (3, 32, 32, 8, 8, 3, 1, 1),
     (2, 64, 32, 5, 5, 1, 1, 0),
@@ -53,6 +54,8 @@ const CONVS: [(usize, usize, usize, usize, usize, usize, usize, usize); 8] = [
     (1, 512, 512, 2, 2, 3, 1, 1),
     (4, 128, 128, 9, 7, 3, 2, 1),
     (1, 96, 192, 4, 4, 1, 1, 0),
+    (1, 256, 32, 30, 20, 3, 1, 1),
+    (2, 128, 64, 33, 31, 3, 2, 1),
 ];
 
 #[test]
