@@ -7,6 +7,8 @@ use burn::backend::TensorMetadata;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::Shape;
 use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::retro_forward::RetroForward;
+use burn_autodiff::checkpoint::state::BackwardStates;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
@@ -132,6 +134,52 @@ impl Backward<Flex, 5> for NormBackward {
     }
 }
 
+/// The fused norm on its Flex inputs (x, γ, β and optionally scale, shift).
+fn norm_forward(inputs: Vec<FlexTensor>, groups: usize, silu: bool) -> FlexTensor {
+    let mut it = inputs.into_iter();
+    let (x, gamma, beta) = (it.next(), it.next(), it.next());
+    let (x, gamma, beta) = (x.expect("x"), gamma.expect("γ"), beta.expect("β"));
+    match (it.next(), it.next()) {
+        (Some(scale), Some(shift)) => {
+            Flex::fused_group_norm_film(x, gamma, beta, scale, shift, groups, silu)
+        }
+        _ => Flex::fused_group_norm(x, gamma, beta, groups, silu),
+    }
+}
+
+/// Recomputes a fused norm's output from its inputs when gradient checkpointing dropped it:
+/// the norm is cheap next to the convolution that reads its output.
+#[derive(Debug)]
+struct RetroNorm {
+    inputs: Vec<NodeId>,
+    groups: usize,
+    silu: bool,
+}
+
+impl RetroForward for RetroNorm {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|id| states.get_state::<FlexTensor>(id))
+            .collect();
+        states.save(out_node, norm_forward(inputs, self.groups, self.silu));
+    }
+}
+
+/// Recomputes an upsampled tensor from its input.
+#[derive(Debug)]
+struct RetroUpsample {
+    input: NodeId,
+}
+
+impl RetroForward for RetroUpsample {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let x = states.get_state::<FlexTensor>(&self.input);
+        states.save(out_node, Flex::fused_upsample_nearest_2x(x));
+    }
+}
+
 /// Backward of [`UnetKernels::fused_upsample_nearest_2x`]: sums each 2×2 block.
 #[derive(Debug)]
 struct UpsampleBackward;
@@ -201,8 +249,15 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
     }
 
     fn fused_upsample_nearest_2x(x: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
-        let prep = UpsampleBackward.prepare::<C>([x.node()]).compute_bound();
-        prep.stateless(Flex::fused_upsample_nearest_2x(x.into_primitive()))
+        let retro = RetroUpsample {
+            input: x.node().id(),
+        };
+        let prep = UpsampleBackward
+            .prepare::<C>([x.node()])
+            .memory_bound()
+            .retro_forward(retro);
+        prep.parents([&x])
+            .stateless(Flex::fused_upsample_nearest_2x(x.into_primitive()))
     }
 
     fn fused_conv2d(
@@ -248,28 +303,28 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         silu: bool,
     ) -> FloatTensor<Ad<C>> {
         let nodes = [x.node(), gamma.node(), beta.node()];
-        let prep = <NormBackward as Backward<Flex, 3>>::prepare::<C>(NormBackward, nodes);
-        match prep.compute_bound().stateful() {
+        let inputs = [x, gamma, beta];
+        let ids = inputs.iter().map(|t| t.node().id()).collect();
+        let retro = RetroNorm {
+            inputs: ids,
+            groups,
+            silu,
+        };
+        let prep = <NormBackward as Backward<Flex, 3>>::prepare::<C>(NormBackward, nodes)
+            .memory_bound()
+            .retro_forward(retro)
+            .parents(&inputs);
+        match prep.stateful() {
             OpsKind::Tracked(mut prep) => {
-                let ids = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&gamma),
-                    prep.checkpoint(&beta),
-                );
-                let state = (ids.0, ids.1, ids.2, None, groups, silu);
-                let y = Flex::fused_group_norm(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    groups,
-                    silu,
-                );
-                prep.finish(state, y)
+                let ids: Vec<NodeId> = inputs.iter().map(|t| prep.checkpoint(t)).collect();
+                let state = (ids[0], ids[1], ids[2], None, groups, silu);
+                prep.finish(
+                    state,
+                    norm_forward(inputs.map(|t| t.into_primitive()).into(), groups, silu),
+                )
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_group_norm(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
+            OpsKind::UnTracked(prep) => prep.finish(norm_forward(
+                inputs.map(|t| t.into_primitive()).into(),
                 groups,
                 silu,
             )),
@@ -292,34 +347,31 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
             scale.node(),
             shift.node(),
         ];
-        let prep = <NormBackward as Backward<Flex, 5>>::prepare::<C>(NormBackward, nodes);
-        let forward = |x: FloatTensor<Ad<C>>,
-                       gamma: FloatTensor<Ad<C>>,
-                       beta: FloatTensor<Ad<C>>,
-                       scale: FloatTensor<Ad<C>>,
-                       shift: FloatTensor<Ad<C>>| {
-            Flex::fused_group_norm_film(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                scale.into_primitive(),
-                shift.into_primitive(),
+        let inputs = [x, gamma, beta, scale, shift];
+        let ids = inputs.iter().map(|t| t.node().id()).collect();
+        let retro = RetroNorm {
+            inputs: ids,
+            groups,
+            silu,
+        };
+        let prep = <NormBackward as Backward<Flex, 5>>::prepare::<C>(NormBackward, nodes)
+            .memory_bound()
+            .retro_forward(retro)
+            .parents(&inputs);
+        match prep.stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let ids: Vec<NodeId> = inputs.iter().map(|t| prep.checkpoint(t)).collect();
+                let state = (ids[0], ids[1], ids[2], Some((ids[3], ids[4])), groups, silu);
+                prep.finish(
+                    state,
+                    norm_forward(inputs.map(|t| t.into_primitive()).into(), groups, silu),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(norm_forward(
+                inputs.map(|t| t.into_primitive()).into(),
                 groups,
                 silu,
-            )
-        };
-        match prep.compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let ids = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&gamma),
-                    prep.checkpoint(&beta),
-                );
-                let film = (prep.checkpoint(&scale), prep.checkpoint(&shift));
-                let state = (ids.0, ids.1, ids.2, Some(film), groups, silu);
-                prep.finish(state, forward(x, gamma, beta, scale, shift))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x, gamma, beta, scale, shift)),
+            )),
         }
     }
 }

@@ -178,6 +178,38 @@ fn sample_child(name: &str, batch: usize, reps: usize) {
     println!("{} 0 {} 0", median(times), peak_rss_mib());
 }
 
+/// PyTorch's FLOP count of one forward pass and one training step of `name`, and its sgemm
+/// rate (GFLOP/s of a 1024³ product).
+fn torch_flops(python: &str, name: &str, batch: usize) -> Option<Vec<f64>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_unet.py");
+    let out = Command::new(python)
+        .args([script, "flops", name, &batch.to_string()])
+        .output()
+        .ok()?;
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (v.len() == 3).then_some(v)
+}
+
+/// GFLOP/s of a 1024³ f32 product on Flex (the gemm crate on all threads), median of 5.
+fn sgemm_gflops() -> f64 {
+    let device = Device::flex();
+    let n = 1024;
+    let a: Tensor<2> = Tensor::random([n, n], burn::tensor::Distribution::Default, &device);
+    let b: Tensor<2> = Tensor::random([n, n], burn::tensor::Distribution::Default, &device);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let times = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    2.0 * (n * n * n) as f64 / median(times) / 1e9
+}
+
 fn torch(python: &str, name: &str, batch: usize, reps: usize) -> Option<Vec<f64>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_unet.py");
     let out = Command::new(python)
@@ -303,6 +335,26 @@ fn main() {
                     k[0] / t[0],
                     k[1] / t[1],
                     k[2] / t[2]
+                );
+            }
+            if let Some(f) = python
+                .as_deref()
+                .and_then(|py| torch_flops(py, name, batch))
+            {
+                let rate = |v: &Option<Vec<f64>>| {
+                    v.as_ref().map_or("-".to_string(), |v| {
+                        format!("{:.0}/{:.0}", f[0] / v[0] / 1e6, f[1] / v[1] / 1e6)
+                    })
+                };
+                println!(
+                    "{name} batch {batch}: GFLOP/s forward/train (PyTorch's FLOP count: {:.1}/{:.1} GFLOP): kernels {}, burn ops {}, PyTorch {}; sgemm 1024³ peak: iddpm {:.0}, PyTorch {:.0}",
+                    f[0] / 1e9,
+                    f[1] / 1e9,
+                    rate(&kernels),
+                    rate(&standard),
+                    rate(&theirs),
+                    sgemm_gflops(),
+                    f[2]
                 );
             }
             if let (Some(k), Some(c)) = (&kernels, &checkpointed) {
