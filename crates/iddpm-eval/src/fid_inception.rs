@@ -25,13 +25,22 @@ struct BasicConv {
 }
 
 impl BasicConv {
+    /// The convolution (the CPU kernel for square kernels with equal padding, burn's
+    /// convolution for the 1×7 / 7×1 ones), then ReLU.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1),
-        ))
+        let [_, _, kh, kw] = self.weight.dims();
+        let (weight, bias) = (self.weight.clone(), self.bias.clone());
+        if kh == kw && self.padding[0] == self.padding[1] {
+            return relu(iddpm_kernels::ops::conv2d(
+                x,
+                weight,
+                bias,
+                self.stride,
+                self.padding[0],
+            ));
+        }
+        let options = ConvOptions::new([self.stride; 2], self.padding, [1, 1], 1);
+        relu(conv2d(x, weight, Some(bias), options))
     }
 }
 

@@ -309,8 +309,12 @@ fn gradient_checkpointing_recomputes_the_kernels_to_the_same_gradients() {
     let grads_on = |device: Device| {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let x = random(&mut rng, [2, 32, 6, 6], &device).require_grad();
-        let w1 = random(&mut rng, [64, 32, 3, 3], &device).mul_scalar(0.1).require_grad();
-        let w2 = random(&mut rng, [64, 64, 3, 3], &device).mul_scalar(0.1).require_grad();
+        let w1 = random(&mut rng, [64, 32, 3, 3], &device)
+            .mul_scalar(0.1)
+            .require_grad();
+        let w2 = random(&mut rng, [64, 64, 3, 3], &device)
+            .mul_scalar(0.1)
+            .require_grad();
         let b = random(&mut rng, [64], &device).require_grad();
         let g32 = random(&mut rng, [32], &device).require_grad();
         let g64 = random(&mut rng, [64], &device).require_grad();
@@ -318,13 +322,25 @@ fn gradient_checkpointing_recomputes_the_kernels_to_the_same_gradients() {
         let shift = random(&mut rng, [2, 64, 1, 1], &device).require_grad();
         let h = ops::group_norm(x.clone(), g32.clone(), g32.clone(), None, 32, true);
         let h = ops::conv2d(h, w1.clone(), b.clone(), 1, 1);
-        let film = Film { scale: scale.clone(), shift: shift.clone() };
+        let film = Film {
+            scale: scale.clone(),
+            shift: shift.clone(),
+        };
         let h = ops::group_norm(h, g64.clone(), g64.clone(), Some(film), 32, true);
         let h = ops::conv2d(ops::upsample_nearest_2x(h), w2.clone(), b.clone(), 2, 1);
         let grads = (h.clone() * h.sin()).sum().backward();
         let g4 = |t: &Tensor<4>| values(t.grad(&grads).unwrap());
         let g1 = |t: &Tensor<1>| values(t.grad(&grads).unwrap());
-        vec![g4(&x), g4(&w1), g4(&w2), g1(&b), g1(&g32), g1(&g64), g4(&scale), g4(&shift)]
+        vec![
+            g4(&x),
+            g4(&w1),
+            g4(&w2),
+            g1(&b),
+            g1(&g32),
+            g1(&g64),
+            g4(&scale),
+            g4(&shift),
+        ]
     };
     let plain = grads_on(Device::flex().autodiff());
     let checkpointed = grads_on(Device::flex().autodiff().gradient_checkpointing());

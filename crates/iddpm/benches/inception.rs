@@ -25,23 +25,29 @@ fn main() {
         .into_iter()
         .map(|v| (v * 0.25 + 0.5).clamp(0.0, 1.0))
         .collect();
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        let start = Instant::now();
-        let f = net.features(&images, batch, 32, 32);
-        assert_eq!(f.len(), batch * 2048);
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut times = if times.len() > 1 {
-        times[1..].to_vec()
-    } else {
-        times
+    // Median milliseconds of one batch after a warm-up repetition.
+    let time_batch = || {
+        let mut times: Vec<f64> = (0..reps + 1)
+            .map(|_| {
+                let start = Instant::now();
+                let f = net.features(&images, batch, 32, 32);
+                assert_eq!(f.len(), batch * 2048);
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .skip(1)
+            .collect();
+        times.sort_by(|a, b| a.total_cmp(b));
+        times[times.len() / 2]
     };
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let ours = times[times.len() / 2];
+    iddpm::kernels::set_enabled(false);
+    let standard = time_batch();
+    iddpm::kernels::set_enabled(true);
+    let ours = time_batch();
     println!(
-        "iddpm Inception: batch {batch}: {ours:.0} ms, {:.2} images/s",
-        batch as f64 * 1e3 / ours
+        "iddpm Inception: batch {batch}: {ours:.0} ms, {:.2} images/s (burn's ops: {standard:.0} ms, {:.2} images/s; kernels / burn ops time x{:.2})",
+        batch as f64 * 1e3 / ours,
+        batch as f64 * 1e3 / standard,
+        ours / standard
     );
     if let Ok(py) = std::env::var("IDDPM_TORCH_PYTHON") {
         let script = concat!(

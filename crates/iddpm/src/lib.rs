@@ -76,6 +76,7 @@ pub use iddpm_checkpoint as checkpoint;
 pub use iddpm_data as data;
 pub use iddpm_diffusion as diffusion;
 pub use iddpm_eval as eval;
+pub use iddpm_kernels::ops as kernels;
 pub use iddpm_nn as nn;
 pub use iddpm_train as train;
 pub use model_and_diffusion::ModelSpec;
