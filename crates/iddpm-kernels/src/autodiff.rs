@@ -147,6 +147,44 @@ fn norm_forward(inputs: Vec<FlexTensor>, groups: usize, silu: bool) -> FlexTenso
     }
 }
 
+/// A fused norm of `[x, γ, β]` (N = 3) or `[x, γ, β, scale, shift]` (N = 5), recorded for
+/// backward as a memory-bound op that gradient checkpointing may recompute.
+fn tracked_norm<C: CheckpointStrategy, const N: usize>(
+    inputs: [FloatTensor<Ad<C>>; N],
+    groups: usize,
+    silu: bool,
+) -> FloatTensor<Ad<C>>
+where
+    NormBackward: Backward<Flex, N, State = NormState>,
+{
+    let nodes = inputs.each_ref().map(|t| t.node());
+    let ids = inputs.iter().map(|t| t.node().id()).collect();
+    let retro = RetroNorm {
+        inputs: ids,
+        groups,
+        silu,
+    };
+    let prep = NormBackward
+        .prepare::<C>(nodes)
+        .memory_bound()
+        .retro_forward(retro)
+        .parents(&inputs);
+    let forward = |inputs: [FloatTensor<Ad<C>>; N]| {
+        norm_forward(inputs.map(|t| t.into_primitive()).into(), groups, silu)
+    };
+    match prep.stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let ids: Vec<NodeId> = inputs.iter().map(|t| prep.checkpoint(t)).collect();
+            let film = (N == 5).then(|| (ids[3], ids[4]));
+            prep.finish(
+                (ids[0], ids[1], ids[2], film, groups, silu),
+                forward(inputs),
+            )
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(inputs)),
+    }
+}
+
 /// Recomputes a fused norm's output from its inputs when gradient checkpointing dropped it:
 /// the norm is cheap next to the convolution that reads its output.
 #[derive(Debug)]
@@ -302,33 +340,7 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Ad<C>> {
-        let nodes = [x.node(), gamma.node(), beta.node()];
-        let inputs = [x, gamma, beta];
-        let ids = inputs.iter().map(|t| t.node().id()).collect();
-        let retro = RetroNorm {
-            inputs: ids,
-            groups,
-            silu,
-        };
-        let prep = <NormBackward as Backward<Flex, 3>>::prepare::<C>(NormBackward, nodes)
-            .memory_bound()
-            .retro_forward(retro)
-            .parents(&inputs);
-        match prep.stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let ids: Vec<NodeId> = inputs.iter().map(|t| prep.checkpoint(t)).collect();
-                let state = (ids[0], ids[1], ids[2], None, groups, silu);
-                prep.finish(
-                    state,
-                    norm_forward(inputs.map(|t| t.into_primitive()).into(), groups, silu),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(norm_forward(
-                inputs.map(|t| t.into_primitive()).into(),
-                groups,
-                silu,
-            )),
-        }
+        tracked_norm::<C, 3>([x, gamma, beta], groups, silu)
     }
 
     fn fused_group_norm_film(
@@ -340,38 +352,6 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Ad<C>> {
-        let nodes = [
-            x.node(),
-            gamma.node(),
-            beta.node(),
-            scale.node(),
-            shift.node(),
-        ];
-        let inputs = [x, gamma, beta, scale, shift];
-        let ids = inputs.iter().map(|t| t.node().id()).collect();
-        let retro = RetroNorm {
-            inputs: ids,
-            groups,
-            silu,
-        };
-        let prep = <NormBackward as Backward<Flex, 5>>::prepare::<C>(NormBackward, nodes)
-            .memory_bound()
-            .retro_forward(retro)
-            .parents(&inputs);
-        match prep.stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let ids: Vec<NodeId> = inputs.iter().map(|t| prep.checkpoint(t)).collect();
-                let state = (ids[0], ids[1], ids[2], Some((ids[3], ids[4])), groups, silu);
-                prep.finish(
-                    state,
-                    norm_forward(inputs.map(|t| t.into_primitive()).into(), groups, silu),
-                )
-            }
-            OpsKind::UnTracked(prep) => prep.finish(norm_forward(
-                inputs.map(|t| t.into_primitive()).into(),
-                groups,
-                silu,
-            )),
-        }
+        tracked_norm::<C, 5>([x, gamma, beta, scale, shift], groups, silu)
     }
 }

@@ -190,6 +190,21 @@ fn band_rows(g: &ConvGeometry) -> usize {
         .clamp(1, g.out_height())
 }
 
+/// Calls `f(first_row, columns, col)` for each band of output rows of image `x_b`, with `col`
+/// its column matrix `[C_in·k·k, columns]`.
+fn for_each_band(g: &ConvGeometry, x_b: &[f32], mut f: impl FnMut(usize, usize, &[f32])) {
+    let (ow, rows, kk) = (g.out_width(), band_rows(g), g.patch());
+    with_scratch(kk * rows * ow, |scratch| {
+        for start in (0..g.out_height()).step_by(rows) {
+            let band = start..(start + rows).min(g.out_height());
+            let cols = band.len() * ow;
+            let col = &mut scratch[..kk * cols];
+            im2col(g, x_b, col, band);
+            f(start, cols, col);
+        }
+    });
+}
+
 /// Runs `task(b, out_b)` for every image, in parallel over images or with `Threads::All`
 /// inside each, whichever keeps the cores busy without nesting.
 fn for_each_image<F>(g: &ConvGeometry, out: &mut [f32], per_image: usize, task: F)
@@ -233,18 +248,12 @@ pub fn conv2d_forward(
             product(y_b, x_b);
             return;
         }
-        let (ow, rows) = (g.out_width(), band_rows(g));
-        with_scratch(kk * rows * ow, |scratch| {
-            for start in (0..g.out_height()).step_by(rows) {
-                let band = start..(start + rows).min(g.out_height());
-                let cols = band.len() * ow;
-                let col = &mut scratch[..kk * cols];
-                im2col(g, x_b, col, band);
-                // y_b[:, band]: rows of the output plane `n` apart.
-                let (lhs, rhs) = (Operand::rows(weight, kk), Operand::rows(col, cols));
-                let dst = &mut y_b[start * ow..];
-                matmul_into(dst, n, (co, cols, kk), lhs, rhs, bias.is_some(), threads);
-            }
+        let ow = g.out_width();
+        for_each_band(g, x_b, |start, cols, col| {
+            // y_b[:, band]: rows of the output plane `n` apart.
+            let (lhs, rhs) = (Operand::rows(weight, kk), Operand::rows(col, cols));
+            let dst = &mut y_b[start * ow..];
+            matmul_into(dst, n, (co, cols, kk), lhs, rhs, bias.is_some(), threads);
         });
     });
     y
@@ -302,18 +311,12 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             product(dw_b, x_b);
             return;
         }
-        let (ow, rows) = (g.out_width(), band_rows(g));
-        with_scratch(kk * rows * ow, |scratch| {
-            for start in (0..g.out_height()).step_by(rows) {
-                let band = start..(start + rows).min(g.out_height());
-                let cols = band.len() * ow;
-                let col = &mut scratch[..kk * cols];
-                im2col(g, x_b, col, band);
-                // dW_b += dy_b[:, band] · col_bandᵀ.
-                let lhs = Operand::strided(&dy_b[start * ow..], n);
-                let rhs = Operand::transposed(col, cols);
-                matmul(dw_b, (co, kk, cols), lhs, rhs, start > 0, threads);
-            }
+        let ow = g.out_width();
+        for_each_band(g, x_b, |start, cols, col| {
+            // dW_b += dy_b[:, band] · col_bandᵀ.
+            let lhs = Operand::strided(&dy_b[start * ow..], n);
+            let rhs = Operand::transposed(col, cols);
+            matmul(dw_b, (co, kk, cols), lhs, rhs, start > 0, threads);
         });
     });
     sum_in_order(per_image, co * kk)
