@@ -30,7 +30,7 @@ impl NormGeometry {
     /// Whether the sizes are ones this module computes.
     pub fn is_supported(&self) -> bool {
         self.groups > 0
-            && self.channels % self.groups == 0
+            && self.channels.is_multiple_of(self.groups)
             && self.batch * self.channels * self.positions > 0
     }
 

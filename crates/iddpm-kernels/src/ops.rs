@@ -135,8 +135,11 @@ pub fn group_norm<const D: usize>(
         let expected = dims[0] * dims[1];
         f.scale.shape().num_elements() == expected && f.shift.shape().num_elements() == expected
     });
-    let fits =
-        D >= 2 && groups > 0 && dims[1] % groups == 0 && dims.iter().all(|&d| d > 0) && film_fits;
+    let fits = D >= 2
+        && groups > 0
+        && dims[1].is_multiple_of(groups)
+        && dims.iter().all(|&d| d > 0)
+        && film_fits;
     let mut dtypes = vec![gamma.dtype(), beta.dtype()];
     if let Some(f) = &film {
         dtypes.extend([f.scale.dtype(), f.shift.dtype()]);
@@ -231,42 +234,45 @@ pub fn fusable(tensors: &[&Tensor<1>]) -> bool {
             .all(|t| t.dims() == first.dims() && t.device() == device)
 }
 
-/// One fused AdamW update of a flattened parameter: `(θ, m, v)` after the step. When the
-/// tensors are not [`fusable`], they come back unchanged in `Err` for the caller's tensor-op
-/// path.
-#[allow(clippy::type_complexity)]
-pub fn adamw_update(
-    step: &crate::optim::AdamWStep,
-    param: Tensor<1>,
-    grad: Tensor<1>,
-    m: Tensor<1>,
-    v: Tensor<1>,
-) -> Result<(Tensor<1>, Tensor<1>, Tensor<1>), [Tensor<1>; 4]> {
-    if !fusable(&[&param, &grad, &m, &v]) {
-        return Err([param, grad, m, v]);
-    }
-    let device = param.device();
-    let (mut p, g) = (into_values(param), into_values(grad));
-    let (mut m, mut v) = (into_values(m), into_values(v));
-    crate::optim::adamw_update(step, &mut p, &g, &mut m, &mut v);
-    Ok((
-        from_values(p, &device),
-        from_values(m, &device),
-        from_values(v, &device),
-    ))
+/// Takes `t` out of its place, leaving an empty tensor there until it is put back.
+fn take(t: &mut Tensor<1>) -> Tensor<1> {
+    let device = t.device();
+    std::mem::replace(t, Tensor::empty([0], &device))
 }
 
-/// One fused EMA update `ema·rate + θ·(1 − rate)`; unfusable tensors come back in `Err`.
-pub fn ema_update(rate: f32, ema: Tensor<1>, param: &Tensor<1>) -> Result<Tensor<1>, Tensor<1>> {
-    if !fusable(&[&ema, param]) {
-        return Err(ema);
+/// One fused AdamW update of a flattened parameter, in place on `param`, `m` and `v`.
+/// Returns `false`, touching nothing, when the tensors are not [`fusable`]: the caller then
+/// uses tensor operations.
+pub fn adamw_update(
+    step: &crate::optim::AdamWStep,
+    param: &mut Tensor<1>,
+    grad: &Tensor<1>,
+    m: &mut Tensor<1>,
+    v: &mut Tensor<1>,
+) -> bool {
+    if !fusable(&[param, grad, m, v]) {
+        return false;
+    }
+    let device = param.device();
+    let (mut p, g) = (into_values(take(param)), into_values(grad.clone()));
+    let (mut m_values, mut v_values) = (into_values(take(m)), into_values(take(v)));
+    crate::optim::adamw_update(step, &mut p, &g, &mut m_values, &mut v_values);
+    *param = from_values(p, &device);
+    *m = from_values(m_values, &device);
+    *v = from_values(v_values, &device);
+    true
+}
+
+/// One fused EMA update `ema·rate + θ·(1 − rate)` in place; `false` (nothing touched) when
+/// the tensors are not [`fusable`].
+pub fn ema_update(rate: f32, ema: &mut Tensor<1>, param: &Tensor<1>) -> bool {
+    if !fusable(&[ema, param]) {
+        return false;
     }
     let device = ema.device();
-    let values = param
-        .to_data()
-        .try_into_vec::<f32>()
-        .expect("checked to be f32");
-    let mut e = into_values(ema);
+    let values = into_values(param.clone());
+    let mut e = into_values(take(ema));
     crate::optim::ema_update(rate, &mut e, &values);
-    Ok(from_values(e, &device))
+    *ema = from_values(e, &device);
+    true
 }

@@ -61,13 +61,11 @@ impl AdamW {
             step_size: step_size as f32,
         };
         // One pass per tensor on the CPU; the same f32 operations as the tensor ops below.
-        let [param, grad, m, v] = match kernels::adamw_update(&fused, param, grad, m, v) {
-            Ok((new, m, v)) => {
-                self.moments.insert(name.to_string(), (m, v));
-                return new;
-            }
-            Err(inputs) => inputs,
-        };
+        let (mut param, mut m, mut v) = (param, m, v);
+        if kernels::adamw_update(&fused, &mut param, &grad, &mut m, &mut v) {
+            self.moments.insert(name.to_string(), (m, v));
+            return param;
+        }
         let param = param.mul_scalar(fused.decay);
         let m = m.clone() + (grad.clone() - m).mul_scalar(fused.one_minus_beta1);
         let v = v.mul_scalar(fused.beta2) + (grad.clone() * grad).mul_scalar(fused.one_minus_beta2);

@@ -20,12 +20,10 @@ impl Ema {
     pub fn update(&mut self, current: &[Tensor<1>]) {
         let r = self.rate as f32;
         for ((_, ema), p) in self.params.iter_mut().zip(current) {
-            let old = std::mem::replace(ema, Tensor::empty([0], &p.device()));
             // One pass on the CPU, the same f32 operations as the tensor ops otherwise.
-            *ema = match iddpm_kernels::ops::ema_update(r, old, p) {
-                Ok(new) => new,
-                Err(old) => old.mul_scalar(r) + p.clone().mul_scalar(1.0 - r),
-            };
+            if !iddpm_kernels::ops::ema_update(r, ema, p) {
+                *ema = ema.clone().mul_scalar(r) + p.clone().mul_scalar(1.0 - r);
+            }
         }
     }
 
