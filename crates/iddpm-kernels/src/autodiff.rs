@@ -108,25 +108,13 @@ impl NormBackward {
     }
 }
 
-impl Backward<Flex, 3> for NormBackward {
+/// N = 3 for the plain norm, N = 5 with FiLM.
+impl<const N: usize> Backward<Flex, N> for NormBackward {
     type State = NormState;
 
     fn backward(
         self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        Self::run(ops, grads, checkpointer);
-    }
-}
-
-impl Backward<Flex, 5> for NormBackward {
-    type State = NormState;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 5>,
+        ops: Ops<Self::State, N>,
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
@@ -153,10 +141,7 @@ fn tracked_norm<C: CheckpointStrategy, const N: usize>(
     inputs: [FloatTensor<Ad<C>>; N],
     groups: usize,
     silu: bool,
-) -> FloatTensor<Ad<C>>
-where
-    NormBackward: Backward<Flex, N, State = NormState>,
-{
+) -> FloatTensor<Ad<C>> {
     let nodes = inputs.each_ref().map(|t| t.node());
     let ids = inputs.iter().map(|t| t.node().id()).collect();
     let retro = RetroNorm {

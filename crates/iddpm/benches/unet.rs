@@ -181,11 +181,13 @@ fn sample_child(name: &str, batch: usize, reps: usize) {
 /// PyTorch's FLOP count of one forward pass and one training step of `name`, and its sgemm
 /// rate (GFLOP/s of a 1024³ product).
 fn torch_flops(python: &str, name: &str, batch: usize) -> Option<Vec<f64>> {
+    torch_script(python, &["flops", name, &batch.to_string()])
+}
+
+/// Runs `bench/torch_unet.py` with `args` and returns the three numbers it prints.
+fn torch_script(python: &str, args: &[&str]) -> Option<Vec<f64>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_unet.py");
-    let out = Command::new(python)
-        .args([script, "flops", name, &batch.to_string()])
-        .output()
-        .ok()?;
+    let out = Command::new(python).arg(script).args(args).output().ok()?;
     let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
@@ -211,16 +213,10 @@ fn sgemm_gflops() -> f64 {
 }
 
 fn torch(python: &str, name: &str, batch: usize, reps: usize) -> Option<Vec<f64>> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/torch_unet.py");
-    let out = Command::new(python)
-        .args([script, "bench", name, &batch.to_string(), &reps.to_string()])
-        .output()
-        .ok()?;
-    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    (v.len() == 3).then_some(v)
+    torch_script(
+        python,
+        &["bench", name, &batch.to_string(), &reps.to_string()],
+    )
 }
 
 /// Runs one benchmark child (`kernels` off sets `IDDPM_KERNELS=0`: burn's standard ops) and
