@@ -41,6 +41,8 @@ enum Command {
     Npz2png(commands::data::Npz2PngArgs),
     /// Print the timesteps and noise levels of a (respaced) diffusion.
     Schedule(commands::schedule::ScheduleArgs),
+    /// Draw CSV columns (progress.csv, study results) as a line chart PNG with labelled axes.
+    Plot(commands::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Data(args) => commands::data::run(args),
         Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),
+        Command::Plot(args) => commands::plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -233,3 +233,44 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
         "no output may be left behind"
     );
 }
+
+/// `iddpm plot` draws named CSV columns into a PNG, and names a missing column in its error.
+#[test]
+fn plot_draws_csv_columns_and_names_missing_ones() {
+    let dir = tmp("plot");
+    let csv = dir.join("progress.csv");
+    std::fs::write(&csv, "loss,step,vb\n1.0,10,0.5\n0.5,20,0.25\n0.25,30,0.2\n").unwrap();
+    let png = dir.join("chart.png");
+    let series = format!("L_vlb (Σ = β)={}:step:vb", csv.display());
+    let out = iddpm(&[
+        "plot",
+        "--series",
+        &series,
+        "--series",
+        &format!("loss={}:step:loss", csv.display()),
+        "--log_y",
+        "--smooth",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (800, 500));
+    let out = iddpm(&[
+        "plot",
+        "--series",
+        &format!("x={}:step:fid", csv.display()),
+        "--output",
+        dir.join("other.png").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no column \"fid\""),
+        "{err}"
+    );
+    assert!(!dir.join("other.png").exists());
+}

@@ -624,7 +624,8 @@ fn two_processes_sample_and_evaluate_like_one() {
 }
 
 /// Without `--data_dir` training uses the embedded Fashion-MNIST split, and `--heldout_bpd`
-/// ends with the held-out bits/dim, printed and written to heldout_bpd.csv.
+/// ends with the held-out bits/dim and its standard error, printed and written to
+/// heldout_bpd.csv.
 #[test]
 fn embedded_data_and_heldout_bits_per_dim() {
     let log = tmp("embedded");
@@ -654,5 +655,7 @@ fn embedded_data_and_heldout_bits_per_dim() {
     let bpd: f64 = fields[1].parse().unwrap();
     assert!(bpd.is_finite() && bpd > 0.0, "{csv}");
     assert_eq!(fields[2], "2");
+    let stderr: f64 = fields[3].parse().unwrap();
+    assert!(stderr.is_finite() && stderr >= 0.0, "{csv}");
     assert!(out.contains("bits/dim over 2 images"), "{out}");
 }

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use image::{GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, RgbImage};
 
 use crate::error::{DataError, Result};
 use crate::fashion_mnist::CLASS_NAMES as FASHION_CLASSES;
 use crate::idx::read_idx;
+use crate::image_folder::{PilMode, preprocess_as};
 
 /// CIFAR-10 class names.
 pub const CIFAR10_CLASSES: [&str; 10] = [
@@ -23,13 +24,36 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
-fn save(path: &Path, result: image::ImageResult<()>) -> Result<()> {
-    result.map_err(|e| DataError::bad(path, format!("cannot write PNG: {e}")))
+/// Writes `img` as a PNG, first resized and centre-cropped to `image_size` as the training
+/// loader would (so a folder made at the training size holds exactly what the model sees, and
+/// can serve as an FID reference batch).
+fn save(path: &Path, img: DynamicImage, image_size: Option<usize>) -> Result<()> {
+    let img = match image_size {
+        Some(size) => {
+            let px = preprocess_as(&img, PilMode::of(&img), size);
+            let rgb =
+                RgbImage::from_raw(size as u32, size as u32, px.data).expect("size x size x 3");
+            match img {
+                DynamicImage::ImageLuma8(_) => DynamicImage::ImageRgb8(rgb).to_luma8().into(),
+                _ => DynamicImage::ImageRgb8(rgb),
+            }
+        }
+        None => img,
+    };
+    img.save(path)
+        .map_err(|e| DataError::bad(path, format!("cannot write PNG: {e}")))
 }
 
-/// Writes an IDX image file and its label file (MNIST or Fashion-MNIST) as PNGs into `out`.
+/// Writes an IDX image file and its label file (MNIST or Fashion-MNIST) as PNGs into `out`,
+/// at their own size or, with `image_size`, resized as the training loader resizes them.
 /// Returns the number of images written.
-pub fn idx_to_folder(images: &Path, labels: &Path, out: &Path, fashion: bool) -> Result<usize> {
+pub fn idx_to_folder(
+    images: &Path,
+    labels: &Path,
+    out: &Path,
+    fashion: bool,
+    image_size: Option<usize>,
+) -> Result<usize> {
     let imgs = read_idx(images)?;
     let labs = read_idx(labels)?;
     if imgs.dims.len() != 3 || labs.dims.len() != 1 || imgs.dims[0] != labs.dims[0] {
@@ -61,7 +85,7 @@ pub fn idx_to_folder(images: &Path, labels: &Path, out: &Path, fashion: bool) ->
         )
         .expect("sizes checked");
         let path = out.join(format!("{class}_{i:05}.png"));
-        save(&path, img.save(&path))?;
+        save(&path, img.into(), image_size)?;
     }
     Ok(n)
 }
@@ -114,8 +138,9 @@ fn cifar10_python_records(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
 
 /// Writes CIFAR-10 batches found in `input` (a file or a folder) as PNGs into `out`: the python
 /// version (`data_batch_1` ... `test_batch`, pickles) or the binary version (`*.bin`, records of
-/// one label byte and 3072 pixel bytes).
-pub fn cifar10_to_folder(input: &Path, out: &Path) -> Result<usize> {
+/// one label byte and 3072 pixel bytes). With `image_size`, the images are resized as the
+/// training loader resizes them.
+pub fn cifar10_to_folder(input: &Path, out: &Path, image_size: Option<usize>) -> Result<usize> {
     let files: Vec<std::path::PathBuf> = if input.is_dir() {
         let mut f: Vec<_> = std::fs::read_dir(input)
             .map_err(|e| DataError::io(input, e))?
@@ -165,7 +190,7 @@ pub fn cifar10_to_folder(input: &Path, out: &Path) -> Result<usize> {
             }
             let img = RgbImage::from_raw(32, 32, rgb).expect("32x32x3");
             let path = out.join(format!("{class}_{index:05}.png"));
-            save(&path, img.save(&path))?;
+            save(&path, img.into(), image_size)?;
             index += 1;
         }
     }

@@ -15,6 +15,9 @@ pub struct NllReport {
     pub num_images: usize,
     /// Mean total bits/dim over all images.
     pub bpd: f64,
+    /// Standard error of that mean: the images' sample standard deviation over √n (0 for one
+    /// image).
+    pub bpd_stderr: f64,
     /// Mean per-timestep vb terms (column j is timestep T−1−j, as the reference saves them).
     pub vb: Vec<f32>,
     /// Mean per-timestep ε mean-squared errors (same columns).
@@ -39,6 +42,8 @@ pub struct NllBatch {
     pub count: usize,
     /// Sum of the images' total bits/dim.
     pub total: f64,
+    /// Sum of their squares (for the standard error).
+    pub total_sq: f64,
     /// Per-timestep sums of the vb terms, ε MSEs and x̂_0 MSEs.
     pub vb: Vec<f64>,
     /// See `vb`.
@@ -48,9 +53,14 @@ pub struct NllBatch {
 }
 
 impl NllBatch {
-    /// As f64 values: batch, count, total, then the three term vectors.
+    /// As f64 values: batch, count, total, total_sq, then the three term vectors.
     pub fn to_values(&self) -> Vec<f64> {
-        let mut v = vec![self.batch as f64, self.count as f64, self.total];
+        let mut v = vec![
+            self.batch as f64,
+            self.count as f64,
+            self.total,
+            self.total_sq,
+        ];
         v.extend(&self.vb);
         v.extend(&self.mse);
         v.extend(&self.xstart_mse);
@@ -59,17 +69,23 @@ impl NllBatch {
 
     /// The inverse of [`to_values`](Self::to_values) for `t` timesteps.
     pub fn from_values(v: &[f64], t: usize) -> Option<Self> {
-        if v.len() != 3 + 3 * t {
+        if v.len() != Self::values_len(t) {
             return None;
         }
         Some(Self {
             batch: v[0] as usize,
             count: v[1] as usize,
             total: v[2],
-            vb: v[3..3 + t].to_vec(),
-            mse: v[3 + t..3 + 2 * t].to_vec(),
-            xstart_mse: v[3 + 2 * t..].to_vec(),
+            total_sq: v[3],
+            vb: v[4..4 + t].to_vec(),
+            mse: v[4 + t..4 + 2 * t].to_vec(),
+            xstart_mse: v[4 + 2 * t..].to_vec(),
         })
+    }
+
+    /// How many values [`to_values`](Self::to_values) gives for `t` timesteps.
+    pub fn values_len(t: usize) -> usize {
+        4 + 3 * t
     }
 }
 
@@ -171,6 +187,7 @@ pub fn evaluate_nll_batches(
         }
         let [vb, mse, xstart_mse] = sums;
         let total = totals.iter().map(|&v| v as f64).sum::<f64>();
+        let total_sq = totals.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
         done += b;
         running += total;
         progress(done, running / done as f64);
@@ -178,6 +195,7 @@ pub fn evaluate_nll_batches(
             batch: k,
             count: b,
             total,
+            total_sq,
             vb,
             mse,
             xstart_mse,
@@ -193,10 +211,11 @@ pub fn combine_nll(mut batches: Vec<NllBatch>, t: usize) -> Result<NllReport> {
     if n == 0 {
         return Err(Error::Invalid("no images were evaluated".into()));
     }
-    let mut total = 0f64;
+    let (mut total, mut total_sq) = (0f64, 0f64);
     let mut sums = [vec![0f64; t], vec![0f64; t], vec![0f64; t]];
     for b in &batches {
         total += b.total;
+        total_sq += b.total_sq;
         for (acc, part) in sums.iter_mut().zip([&b.vb, &b.mse, &b.xstart_mse]) {
             for (a, v) in acc.iter_mut().zip(part) {
                 *a += v;
@@ -204,11 +223,72 @@ pub fn combine_nll(mut batches: Vec<NllBatch>, t: usize) -> Result<NllReport> {
         }
     }
     let mean = |v: &Vec<f64>| v.iter().map(|x| (x / n as f64) as f32).collect();
+    let bpd = total / n as f64;
     Ok(NllReport {
         num_images: n,
-        bpd: total / n as f64,
+        bpd,
+        bpd_stderr: standard_error(bpd, total_sq, n),
         vb: mean(&sums[0]),
         mse: mean(&sums[1]),
         xstart_mse: mean(&sums[2]),
     })
+}
+
+/// Standard error of a mean from the sum of squares: √(s² / n) with the unbiased variance
+/// s² = (Σx² − n·mean²) / (n − 1).
+fn standard_error(mean: f64, sum_sq: f64, n: usize) -> f64 {
+    if n < 2 {
+        return 0.0;
+    }
+    let var = ((sum_sq - n as f64 * mean * mean) / (n - 1) as f64).max(0.0);
+    (var / n as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(batch: usize, totals: &[f64]) -> NllBatch {
+        NllBatch {
+            batch,
+            count: totals.len(),
+            total: totals.iter().sum(),
+            total_sq: totals.iter().map(|v| v * v).sum(),
+            vb: vec![1.0, 2.0],
+            mse: vec![3.0, 4.0],
+            xstart_mse: vec![5.0, 6.0],
+        }
+    }
+
+    #[test]
+    fn batches_survive_the_trip_through_values() {
+        let b = batch(3, &[2.5, 3.5]);
+        let values = b.to_values();
+        assert_eq!(values.len(), NllBatch::values_len(2));
+        assert_eq!(NllBatch::from_values(&values, 2), Some(b));
+        assert_eq!(NllBatch::from_values(&values[1..], 2), None);
+    }
+
+    #[test]
+    fn the_standard_error_is_that_of_all_images_whatever_the_batches() {
+        // Images 2, 4, 4, 4, 5, 5, 7, 9: mean 5, unbiased variance 32/7.
+        let report = combine_nll(
+            vec![
+                batch(1, &[5.0, 5.0, 7.0, 9.0]),
+                batch(0, &[2.0, 4.0, 4.0, 4.0]),
+            ],
+            2,
+        )
+        .unwrap();
+        assert_eq!(report.num_images, 8);
+        assert!((report.bpd - 5.0).abs() < 1e-12);
+        let want = (32.0f64 / 7.0 / 8.0).sqrt();
+        assert!(
+            (report.bpd_stderr - want).abs() < 1e-12,
+            "{}",
+            report.bpd_stderr
+        );
+        let one = combine_nll(vec![batch(0, &[3.0])], 2).unwrap();
+        assert_eq!(one.bpd_stderr, 0.0);
+    }
 }

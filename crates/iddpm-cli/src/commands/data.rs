@@ -32,12 +32,19 @@ pub struct DataArgs {
     /// Output folder of PNGs.
     #[arg(long)]
     pub output: PathBuf,
+    /// Resize and centre-crop each image to this size as `iddpm train` does (default: keep the
+    /// size). A test split written at the training size is the FID reference for samples.
+    #[arg(long = "image_size", alias = "image-size")]
+    pub image_size: Option<usize>,
 }
 
 /// Writes the PNG folder.
 pub fn run(args: &DataArgs) -> Result<(), String> {
+    if args.image_size == Some(0) {
+        return Err("--image_size must be at least 1".into());
+    }
     let n = match args.kind {
-        Kind::Cifar10 => cifar10_to_folder(&args.input, &args.output),
+        Kind::Cifar10 => cifar10_to_folder(&args.input, &args.output, args.image_size),
         Kind::Mnist | Kind::FashionMnist => {
             let labels = match &args.labels {
                 Some(l) => l.clone(),
@@ -52,6 +59,7 @@ pub fn run(args: &DataArgs) -> Result<(), String> {
                 &labels,
                 &args.output,
                 matches!(args.kind, Kind::FashionMnist),
+                args.image_size,
             )
         }
     }

@@ -4,6 +4,7 @@ pub mod data;
 pub mod distributed;
 pub mod eval;
 pub mod nll;
+pub mod plot;
 pub mod sample;
 pub mod schedule;
 pub mod super_res;

@@ -103,7 +103,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect();
-            for chunk in values.chunks(3 + 3 * t) {
+            for chunk in values.chunks(NllBatch::values_len(t)) {
                 all.push(NllBatch::from_values(chunk, t).ok_or_else(|| {
                     format!("rank {r} sent malformed results (are the flags the same?)")
                 })?);
@@ -129,9 +129,22 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
     }
+    let summary = serde_json::json!({
+        "bpd": report.bpd,
+        "bpd_stderr": report.bpd_stderr,
+        "num_images": report.num_images,
+        "num_timesteps": t,
+        "clip_denoised": args.clip_denoised,
+    });
+    let path = args.run.output_dir.join("nll_results.json");
+    iddpm::checkpoint::write_atomic(&path, format!("{summary:#}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     println!(
-        "NLL: {:.4} bits/dim over {} images",
-        report.bpd, report.num_images
+        "NLL: {:.4} ± {:.4} bits/dim (standard error) over {} images; wrote {}",
+        report.bpd,
+        report.bpd_stderr,
+        report.num_images,
+        path.display()
     );
     Ok(())
 }

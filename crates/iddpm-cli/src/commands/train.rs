@@ -98,9 +98,12 @@ pub struct TrainArgs {
         default_value_t = 16
     )]
     pub preview_samples: usize,
-    /// DDIM steps of the preview (respaced from the training steps).
+    /// Sampling steps of the preview (respaced from the training steps).
     #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
     pub preview_steps: usize,
+    /// Preview with DDIM (η = 0); False samples ancestrally, with the model's variances.
+    #[arg(long = "preview_use_ddim", alias = "preview-use-ddim", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    pub preview_use_ddim: bool,
     #[command(flatten)]
     pub dist: DistFlags,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
@@ -223,6 +226,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         log_dir: log_dir.clone(),
         preview_samples: args.preview_samples,
         preview_steps: args.preview_steps,
+        preview_ddim: args.preview_use_ddim,
         small_size,
         quiet: true,
         use_fp16: args.use_fp16,
@@ -363,10 +367,13 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         bar.finish_and_clear();
         println!(
-            "held-out NLL of the EMA model: {:.4} bits/dim over {} images",
-            report.bpd, report.num_images
+            "held-out NLL of the EMA model: {:.4} ± {:.4} bits/dim over {} images (± one standard error)",
+            report.bpd, report.bpd_stderr, report.num_images
         );
-        let line = format!("heldout_bpd,{},{}\n", report.bpd, report.num_images);
+        let line = format!(
+            "heldout_bpd,{},{},{}\n",
+            report.bpd, report.num_images, report.bpd_stderr
+        );
         iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())
             .map_err(|e| e.to_string())?;
     }

@@ -72,7 +72,11 @@ impl Trainer<'_> {
             &state_dict_of(&mut self.model),
             &[("format", "pt"), ("producer", "iddpm")],
         )?;
-        save_loss_curve(&dir.join("loss_curve.png"), &self.loss_points)?;
+        save_loss_curve(
+            &dir.join("loss_curve.png"),
+            &self.loss_points,
+            self.logger.rows(),
+        )?;
         if self.opts.preview_samples > 0 {
             self.preview(&dir.join(format!("samples_{s:06}.png")))?;
         }

@@ -57,8 +57,11 @@ pub struct TrainOptions {
     pub log_dir: PathBuf,
     /// Images in the preview grid written at each save (0: none).
     pub preview_samples: usize,
-    /// DDIM steps of the preview (respaced from the training steps).
+    /// Sampling steps of the preview (respaced from the training steps).
     pub preview_steps: usize,
+    /// Preview with deterministic DDIM (η = 0) rather than ancestral sampling. Ancestral
+    /// sampling uses the learned variances, and gives cleaner pictures early in training.
+    pub preview_ddim: bool,
     /// Super-resolution: the side of the low-resolution input.
     pub small_size: Option<usize>,
     /// Do not print the log table.
@@ -94,6 +97,7 @@ impl Default for TrainOptions {
             log_dir: PathBuf::from("runs"),
             preview_samples: 16,
             preview_steps: 25,
+            preview_ddim: true,
             small_size: None,
             quiet: false,
             use_fp16: false,

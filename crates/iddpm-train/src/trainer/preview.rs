@@ -74,12 +74,17 @@ impl Trainer<'_> {
         if let Some((x, _)) = &originals {
             cond.low_res = self.low_res(x);
         }
+        // A few steps over the respaced timesteps, deterministic with DDIM.
+        let sampler = if self.opts.preview_ddim {
+            Sampler::Ddim { eta: 0.0 }
+        } else {
+            Sampler::Ancestral
+        };
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
-        // A few deterministic DDIM steps over the respaced timesteps.
         let x = diffusion.sample_loop(
             model,
-            Sampler::Ddim { eta: 0.0 },
+            sampler,
             [n, 3, r, r],
             None,
             PredictOptions::clipped(),

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Tables and plots of the reproduction study from its result files (standard library only).
+
+usage: reproduction_report.py RESULTS_DIR PLOT_DIR REPORT.md
+
+Reads RESULTS_DIR/ARM/{train,nll_*,fid_*}.json and progress.csv as scripts/reproduce.sh writes
+them, writes the plots' data as CSV and the plots as PNG into PLOT_DIR (drawn by `iddpm plot`,
+found through $IDDPM), and replaces the part of REPORT.md between its BEGIN TABLES and END
+TABLES markers with the tables and plots. Missing results show as "pending", so the report can
+be rebuilt after every finished stage.
+"""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+T = 100
+FEWER = ["25", "50", "100"]
+
+
+def load(results, arm, name):
+    path = os.path.join(results, arm, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def nll_cell(results, arm, variant):
+    r = load(results, arm, f"nll_{variant}.json")
+    if r is None:
+        return "pending"
+    return f"{r['bpd']:.3f} ± {r['bpd_stderr']:.3f}"
+
+
+def fid_result(results, arm, variant, steps):
+    return load(results, arm, f"fid_{variant}_{steps}.json")
+
+
+def fid_cell(results, arm, variant, steps):
+    r = fid_result(results, arm, variant, steps)
+    return "pending" if r is None else f"{r['fid']:.2f}"
+
+
+def pr_cell(results, arm, variant, steps):
+    r = fid_result(results, arm, variant, steps)
+    return "pending" if r is None else f"{r['precision']:.3f} / {r['recall']:.3f}"
+
+
+OBJECTIVES = [
+    ("L_simple, fixed Σ = β (large)", "simple_cosine", "large"),
+    ("L_simple, fixed Σ = β̃ (small)", "simple_cosine", "small"),
+    ("L_hybrid, learned Σ", "hybrid_cosine", "learned"),
+    ("L_vlb, learned Σ, loss-second-moment sampler", "vlb_cosine_is", "learned"),
+    ("L_vlb, learned Σ, uniform timesteps", "vlb_cosine_uniform", "learned"),
+]
+
+SCHEDULES = [
+    ("L_hybrid", "hybrid_linear", "hybrid_cosine", "learned"),
+    ("L_simple, Σ = β̃ (small)", "simple_linear", "simple_cosine", "small"),
+    ("L_simple, Σ = β (large)", "simple_linear", "simple_cosine", "large"),
+]
+
+# (label, arm, variant, step prefix): the curves of the fewer-steps figure.
+CURVES = [
+    ("L_hybrid, learned Σ", "hybrid_cosine", "learned", ""),
+    ("L_simple, Σ = β (large)", "simple_cosine", "large", ""),
+    ("L_simple, Σ = β̃ (small)", "simple_cosine", "small", ""),
+    ("DDIM on the L_hybrid model", "hybrid_cosine", "learned", "ddim"),
+    ("DDIM on the L_simple model", "simple_cosine", "large", "ddim"),
+]
+
+
+def steps_key(prefix, steps):
+    """The FID cell's name: "25" for the model's own sampler, "ddim25" for DDIM."""
+    return f"{prefix}{steps}"
+
+
+def tables(results):
+    out = [
+        "### Objectives (cosine schedule)",
+        "",
+        f"| objective | test NLL, bits/dim ({T}-step bound, ± s.e.) | FID ({T} steps) | precision / recall |",
+        "|---|---|---|---|",
+    ]
+    for label, arm, variant in OBJECTIVES:
+        out.append(
+            f"| {label} | {nll_cell(results, arm, variant)} | "
+            f"{fid_cell(results, arm, variant, T)} | {pr_cell(results, arm, variant, T)} |"
+        )
+    out += [
+        "",
+        "### Noise schedules (same T)",
+        "",
+        "| objective | NLL linear | NLL cosine | FID linear | FID cosine |",
+        "|---|---|---|---|---|",
+    ]
+    for label, lin, cos, variant in SCHEDULES:
+        out.append(
+            f"| {label} | {nll_cell(results, lin, variant)} | {nll_cell(results, cos, variant)} | "
+            f"{fid_cell(results, lin, variant, T)} | {fid_cell(results, cos, variant, T)} |"
+        )
+    out += [
+        "",
+        "### FID with fewer sampling steps (cosine schedule)",
+        "",
+        "| sampler | " + " | ".join(f"{s} steps" for s in FEWER) + " |",
+        "|---|" + "---|" * len(FEWER),
+    ]
+    for label, arm, variant, prefix in CURVES:
+        cells = [
+            "not run" if prefix and s == str(T) else fid_cell(results, arm, variant, steps_key(prefix, s))
+            for s in FEWER
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "### Compute (wall seconds on the 2-core machine)",
+        "",
+        "| arm | training | NLL | sampling + FID | total |",
+        "|---|---|---|---|---|",
+    ]
+    grand = 0
+    for arm in sorted(os.listdir(results)):
+        if not os.path.isdir(os.path.join(results, arm)):
+            continue
+        train = (load(results, arm, "train.json") or {}).get("wall_seconds", 0)
+        nll = fid = 0
+        for name in os.listdir(os.path.join(results, arm)):
+            if name.startswith("nll_") and name.endswith(".json"):
+                nll += load(results, arm, name).get("wall_seconds", 0)
+            if name.startswith("fid_") and name.endswith(".json"):
+                fid += load(results, arm, name).get("wall_seconds", 0)
+        total = train + nll + fid
+        grand += total
+        out.append(f"| {arm} | {train} | {nll} | {fid} | {total} ({total / 3600:.2f} h) |")
+    out.append(f"| **all** | | | | **{grand} ({grand / 3600:.2f} h)** |")
+    return "\n".join(out) + "\n"
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def plot(args):
+    iddpm = os.environ.get("IDDPM", "target/release/iddpm")
+    subprocess.run([iddpm, "plot", *args], check=True)
+
+
+def fid_plot(results, out_dir):
+    series = []
+    for label, arm, variant, prefix in CURVES:
+        rows = []
+        for s in FEWER:
+            r = fid_result(results, arm, variant, steps_key(prefix, s))
+            if r is not None:
+                rows.append((int(s), r["fid"]))
+        if rows:
+            path = os.path.join(out_dir, f"fid_steps_{arm}_{variant}_{prefix or 'ancestral'}.csv")
+            write_csv(path, ["steps", "fid"], rows)
+            series.append(f"{label}={path}:steps:fid")
+    if not series:
+        return
+    args = ["--output", os.path.join(out_dir, "fid_vs_steps.png"), "--title",
+            "FID against sampling steps (Fashion-MNIST 32x32, 2,000 samples)",
+            "--x_label", "sampling steps", "--y_label", "FID", "--log_x", "--points"]
+    for s in series:
+        args += ["--series", s]
+    plot(args)
+
+
+def vlb_plot(results, out_dir):
+    series = []
+    for label, arm in [("L_vlb, loss-second-moment sampler", "vlb_cosine_is"),
+                       ("L_vlb, uniform timesteps", "vlb_cosine_uniform")]:
+        path = os.path.join(results, arm, "progress.csv")
+        if os.path.exists(path):
+            series.append(f"{label}={path}:step:loss")
+    if not series:
+        return
+    args = ["--output", os.path.join(out_dir, "vlb_loss.png"), "--title",
+            "L_vlb training loss (mean over each logging interval)",
+            "--x_label", "training step", "--y_label", "L_vlb (nats per dimension)", "--log_y"]
+    for s in series:
+        args += ["--series", s]
+    plot(args)
+
+
+def noise_table(results):
+    """Step-to-step variability of the logged L_vlb: std of log(loss) differences."""
+    lines = []
+    for label, arm in [("loss-second-moment sampler", "vlb_cosine_is"),
+                       ("uniform timesteps", "vlb_cosine_uniform")]:
+        path = os.path.join(results, arm, "progress.csv")
+        if not os.path.exists(path):
+            lines.append(f"| {label} | pending | pending |")
+            continue
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        losses = [float(r["loss"]) for r in rows if r.get("loss")]
+        tail = losses[len(losses) // 2:]
+        diffs = [math.log(b) - math.log(a) for a, b in zip(tail, tail[1:]) if a > 0 and b > 0]
+        if len(diffs) < 2:
+            lines.append(f"| {label} | pending | pending |")
+            continue
+        mean = sum(diffs) / len(diffs)
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        lines.append(f"| {label} | {sum(tail) / len(tail):.4f} | {sd:.3f} |")
+    return ("\n### L_vlb gradient noise\n\n"
+            "| timestep sampling | mean logged L_vlb, second half | s.d. of log-loss change between logs |\n"
+            "|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def pictures(out_dir, report):
+    """Markdown links to the plots that exist, relative to the report."""
+    rel = os.path.relpath(out_dir, os.path.dirname(report) or ".")
+    lines = []
+    for name, alt in [("fid_vs_steps.png", "FID against sampling steps"),
+                      ("vlb_loss.png", "L_vlb loss with and without importance sampling")]:
+        if os.path.exists(os.path.join(out_dir, name)):
+            lines.append(f"![{alt}]({rel}/{name})")
+    return "\n" + "\n\n".join(lines) + "\n" if lines else ""
+
+
+def replace_between_markers(report, text):
+    with open(report) as f:
+        doc = f.read()
+    begin = doc.index("<!-- BEGIN TABLES")
+    begin = doc.index("\n", begin) + 1
+    end = doc.index("<!-- END TABLES -->")
+    tmp = report + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(doc[:begin] + text + doc[end:])
+    os.replace(tmp, report)
+
+
+def main():
+    results, out_dir, report = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(out_dir, exist_ok=True)
+    fid_plot(results, out_dir)
+    vlb_plot(results, out_dir)
+    replace_between_markers(report, tables(results) + noise_table(results) + pictures(out_dir, report))
+
+
+if __name__ == "__main__":
+    main()
