@@ -9,6 +9,8 @@
 # docs/reproduction/results/ARM/ last and is skipped when that file exists, so the script can be
 # stopped at any time and run again: training resumes from the arm's newest checkpoint in
 # $REPRO_WORK (kept out of git). With REPRO_COMMIT=1 each finished stage is committed at once.
+# REPRO_STEPS, REPRO_FID_SAMPLES, REPRO_NLL_IMAGES, REPRO_RESULTS, REPRO_REPORT and
+# REPRO_FID_REF shrink or redirect a run (a quick rehearsal of every stage, say).
 # Wall time is recorded per stage (seconds on this machine), so the compute each arm used is
 # stated in the report.
 set -euo pipefail
@@ -16,12 +18,14 @@ cd "$(dirname "$0")/.."
 
 IDDPM=${IDDPM:-target/release/iddpm}
 WORK=${REPRO_WORK:-runs/reproduction}
-RESULTS=docs/reproduction/results
+RESULTS=${REPRO_RESULTS:-docs/reproduction/results}
+REPORT=${REPRO_REPORT:-docs/reproduction.md}
 FMNIST=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 STEPS=${REPRO_STEPS:-4000}
 FID_SAMPLES=${REPRO_FID_SAMPLES:-2000}
 NLL_IMAGES=${REPRO_NLL_IMAGES:-200}
 SEED=${REPRO_SEED:-1}
+FID_REF=${REPRO_FID_REF:-$WORK/data/test32}
 
 # The network shared by every arm, and T. See docs/reproduction.md for why these sizes.
 T=100
@@ -47,7 +51,7 @@ ORDER=(hybrid_cosine simple_cosine vlb_cosine_is vlb_cosine_uniform hybrid_linea
 # ("large") or the posterior variance β̃_t ("small"); a learned Σ needs nothing.
 variants() {
   case "$1" in
-    simple_*) echo "large:--sigma_small False small:--sigma_small True" ;;
+    simple_*) echo "large:--sigma_small=False small:--sigma_small=True" ;;
     *) echo "learned:" ;;
   esac
 }
@@ -66,8 +70,8 @@ log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 commit() {
   if [ "${REPRO_COMMIT:-0}" = 1 ]; then
-    git add docs/reproduction docs/reproduction.md
-    git commit -q -m "Reproduction: $1" -- docs/reproduction docs/reproduction.md || true
+    git add "$RESULTS" "$(dirname "$RESULTS")" "$REPORT"
+    git commit -q -m "Reproduction: $1" -- "$(dirname "$RESULTS")" "$REPORT" || true
   fi
 }
 
@@ -162,7 +166,7 @@ fid() {
   local sampled
   sampled=$(cat "$dir/sampling_seconds")
   start=$((SECONDS - sampled))
-  "$IDDPM" eval --ref_batch "$WORK/data/test32" --sample_batch "$dir"/samples_*.npz \
+  "$IDDPM" eval --ref_batch "$FID_REF" --sample_batch "$dir"/samples_*.npz \
     --output "$dir/eval.json"
   "$IDDPM" npz2png "$dir"/samples_*.npz --grid "$RESULTS/$arm/samples_${name}_$steps.png" --max_images 64
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(sampling_seconds=int(sys.argv[2]), wall_seconds=int(sys.argv[3]), steps=sys.argv[4]); print(json.dumps(r))' \
@@ -188,7 +192,7 @@ run_arm() {
 }
 
 report() {
-  IDDPM=$IDDPM python3 scripts/reproduction_report.py "$RESULTS" docs/reproduction docs/reproduction.md
+  IDDPM=$IDDPM python3 scripts/reproduction_report.py "$RESULTS" "$(dirname "$RESULTS")" "$REPORT"
 }
 
 main() {
@@ -211,4 +215,4 @@ main() {
   done
 }
 
-main "$@"
+main "$@"; exit
