@@ -11,6 +11,7 @@ pub mod ema;
 pub mod error;
 pub mod logger;
 pub mod plot;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use adamw::AdamW;

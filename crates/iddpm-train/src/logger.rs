@@ -1,11 +1,13 @@
 //! Key-value logs: averaged over each log interval, printed as a table and appended to
-//! `log.txt` and `progress.csv` (the reference logger's outputs).
+//! `log.txt` and `progress.csv` (the reference logger's outputs), and written as TensorBoard
+//! scalars beside them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
+use crate::tensorboard::EventWriter;
 
 /// Accumulates means of named values and writes them out on [`dump`](Logger::dump).
 pub struct Logger {
@@ -14,6 +16,8 @@ pub struct Logger {
     csv_keys: Vec<String>,
     rows: Vec<BTreeMap<String, f64>>,
     quiet: bool,
+    /// Opened at the first dump, so that processes that never dump write no event file.
+    events: Option<EventWriter>,
 }
 
 impl Logger {
@@ -26,6 +30,7 @@ impl Logger {
             csv_keys: Vec::new(),
             rows: Vec::new(),
             quiet,
+            events: None,
         })
     }
 
@@ -79,7 +84,24 @@ impl Logger {
             .map_err(|e| TrainError::io(&log_path, e))?;
         self.rows.push(means.clone());
         self.write_csv()?;
+        let step = means.get("step").copied().unwrap_or(0.0) as u64;
+        self.events()?.scalars(step, &means)?;
         Ok(means)
+    }
+
+    /// Adds the PNG file at `path` to the TensorBoard events as picture `tag` at `step`.
+    pub fn log_image(&mut self, step: u64, tag: &str, path: &Path) -> Result<()> {
+        let png = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        let (width, height) = image::image_dimensions(path)
+            .map_err(|e| TrainError::Other(format!("{}: {e}", path.display())))?;
+        self.events()?.image(step, tag, &png, width, height)
+    }
+
+    fn events(&mut self) -> Result<&mut EventWriter> {
+        if self.events.is_none() {
+            self.events = Some(EventWriter::create(&self.dir)?);
+        }
+        Ok(self.events.as_mut().expect("opened above"))
     }
 
     fn write_csv(&mut self) -> Result<()> {

@@ -78,7 +78,9 @@ impl Trainer<'_> {
             self.logger.rows(),
         )?;
         if self.opts.preview_samples > 0 {
-            self.preview(&dir.join(format!("samples_{s:06}.png")))?;
+            let grid = dir.join(format!("samples_{s:06}.png"));
+            self.preview(&grid)?;
+            self.logger.log_image(s, "samples", &grid)?;
         }
         Ok(model_path)
     }
