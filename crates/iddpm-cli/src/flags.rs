@@ -210,15 +210,22 @@ pub struct RunFlags {
     /// Seed of all randomness.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
-    /// Where the outputs go.
-    #[arg(long = "output_dir", alias = "output-dir", default_value = ".")]
-    pub output_dir: std::path::PathBuf,
+    /// Where the outputs go (default: a new folder runs/COMMAND-TIME).
+    #[arg(long = "output_dir", alias = "output-dir")]
+    pub output_dir: Option<std::path::PathBuf>,
     /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
 }
 
 impl RunFlags {
+    /// `--output_dir`, or a new folder under `runs/` named for `command`.
+    pub fn output_dir(&self, command: &str) -> std::path::PathBuf {
+        self.output_dir
+            .clone()
+            .unwrap_or_else(|| crate::commands::fresh_run_dir(command))
+    }
+
     /// An error naming `--model_path` when it is not a file, before any work starts.
     pub fn check_model_path(&self) -> Result<(), String> {
         if self.model_path.is_file() {

@@ -274,3 +274,43 @@ fn plot_draws_csv_columns_and_names_missing_ones() {
     );
     assert!(!dir.join("other.png").exists());
 }
+
+/// Without `--output_dir`, `iddpm sample` writes into a new folder under `runs/` of the working
+/// directory, says where, and a second run gets a folder of its own.
+#[test]
+fn default_outputs_go_to_a_new_folder_under_runs() {
+    let dir = reference_dir();
+    let model = dir.join("model_a.pt");
+    let cwd = tmp("default-output");
+    let mut args = vec![
+        "sample",
+        "--model_path",
+        model.to_str().unwrap(),
+        "--timestep_respacing",
+        "2",
+        "--num_samples",
+        "1",
+        "--batch_size",
+        "1",
+    ];
+    args.extend_from_slice(MODEL_A);
+    let mut folders = Vec::new();
+    for _ in 0..2 {
+        let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+            .args(&args)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(stdout.contains("runs/sample-"), "{stdout}");
+        folders = std::fs::read_dir(cwd.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    }
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    for f in &folders {
+        assert!(f.join("samples_1x32x32x3.npz").is_file(), "{}", f.display());
+    }
+}

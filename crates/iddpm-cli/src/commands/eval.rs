@@ -21,9 +21,12 @@ pub struct EvalArgs {
     /// Images per Inception batch.
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 50)]
     pub batch_size: usize,
-    /// Where to write the results as JSON.
-    #[arg(long = "output", default_value = "eval_results.json")]
-    pub output: PathBuf,
+    /// Where to write the results as JSON (default: eval_results.json in --output_dir).
+    #[arg(long = "output")]
+    pub output: Option<PathBuf>,
+    /// Folder of eval_results.json (default: a new folder runs/eval-TIME).
+    #[arg(long = "output_dir", alias = "output-dir")]
+    pub output_dir: Option<PathBuf>,
     /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
@@ -38,6 +41,16 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             "--ref_batch {}: no such file or folder",
             args.ref_batch.display()
         ));
+    }
+    let output = match (&args.output, &args.output_dir) {
+        (Some(file), _) => file.clone(),
+        (None, dir) => dir
+            .clone()
+            .unwrap_or_else(|| crate::commands::fresh_run_dir("eval"))
+            .join("eval_results.json"),
+    };
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::commands::ensure_writable_dir(dir)?;
     }
     let weights =
         find_inception_weights(args.inception_path.as_deref()).map_err(|e| e.to_string())?;
@@ -95,7 +108,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         "{}\n",
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
     );
-    iddpm::checkpoint::write_atomic(&args.output, json.as_bytes()).map_err(|e| e.to_string())?;
-    println!("wrote {}", args.output.display());
+    iddpm::checkpoint::write_atomic(&output, json.as_bytes()).map_err(|e| e.to_string())?;
+    println!("wrote {}", output.display());
     Ok(())
 }

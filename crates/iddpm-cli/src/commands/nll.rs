@@ -55,7 +55,11 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             Box::new(all.split_off(1000))
         }
     };
-    ensure_writable_dir(&args.run.output_dir)?;
+    // Only rank 0 writes; a default folder is made once, by it.
+    let output_dir = args.run.output_dir("nll");
+    if rank == 0 {
+        ensure_writable_dir(&output_dir)?;
+    }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
@@ -124,7 +128,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             data: NpyData::F32(terms.clone()),
         };
         write_npz(
-            &args.run.output_dir.join(format!("{name}_terms.npz")),
+            &output_dir.join(format!("{name}_terms.npz")),
             &[("arr_0", &array)],
         )
         .map_err(|e| e.to_string())?;
@@ -136,7 +140,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         "num_timesteps": t,
         "clip_denoised": args.clip_denoised,
     });
-    let path = args.run.output_dir.join("nll_results.json");
+    let path = output_dir.join("nll_results.json");
     iddpm::checkpoint::write_atomic(&path, format!("{summary:#}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     println!(

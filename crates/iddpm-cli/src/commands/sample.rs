@@ -89,7 +89,11 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
         }
         None => None,
     };
-    ensure_writable_dir(&args.run.output_dir)?;
+    // Only rank 0 writes; a default folder is made once, by it.
+    let output_dir = args.run.output_dir("sample");
+    if rank == 0 {
+        ensure_writable_dir(&output_dir)?;
+    }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
@@ -138,7 +142,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     };
     let secs = started.elapsed().as_secs_f64();
     let n = samples.n;
-    let (npz, png) = write_samples(&args.run.output_dir, samples, 100)?;
+    let (npz, png) = write_samples(&output_dir, samples, 100)?;
     println!(
         "sampled {n} images in {secs:.1} s ({:.2} images/s); wrote {} and {}",
         n as f64 / secs,

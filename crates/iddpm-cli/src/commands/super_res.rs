@@ -95,7 +95,11 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     let (rank, world) = args.dist.placement()?;
     let device = args.dist.device(&args.run.device, rank, world)?;
     let spec = args.model.spec(args.large_size, true)?;
-    ensure_writable_dir(&args.run.output_dir)?;
+    // Only rank 0 writes; a default folder is made once, by it.
+    let output_dir = args.run.output_dir("super_res_sample");
+    if rank == 0 {
+        ensure_writable_dir(&output_dir)?;
+    }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
         .map_err(|e| e.to_string())?;
@@ -131,7 +135,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     let Some(samples) = gather_samples(&mut group, samples, n, args.run.batch_size)? else {
         return Ok(());
     };
-    let (npz, png) = write_samples(&args.run.output_dir, samples, 64)?;
+    let (npz, png) = write_samples(&output_dir, samples, 64)?;
     println!(
         "upsampled {n} images to {l}x{l}; wrote {} and {}",
         npz.display(),

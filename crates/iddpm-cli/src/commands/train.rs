@@ -88,7 +88,7 @@ pub struct TrainArgs {
     /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
     pub device: String,
-    /// Where logs, checkpoints and pictures go (default runs/TIMESTAMP).
+    /// Where logs, checkpoints and pictures go (default: a new folder runs/train-TIME).
     #[arg(long = "log_dir", alias = "log-dir")]
     pub log_dir: Option<PathBuf>,
     /// Images in the preview grid written at each save (0: none).
@@ -121,14 +121,6 @@ pub struct TrainArgs {
 
 /// Held-out images of the embedded dataset.
 const HELDOUT: usize = 1000;
-
-fn default_log_dir() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    PathBuf::from("runs").join(format!("{secs}"))
-}
 
 /// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
 /// save a checkpoint first).
@@ -181,7 +173,19 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         .schedule_sampler
         .parse()
         .map_err(|e: iddpm::train::TrainError| e.to_string())?;
-    let log_dir = args.log_dir.clone().unwrap_or_else(default_log_dir);
+    let log_dir = args.log_dir.clone().unwrap_or_else(|| {
+        let command = if super_res {
+            "super_res_train"
+        } else {
+            "train"
+        };
+        // Every process of a data-parallel run must land in the same folder.
+        if world_size > 1 {
+            crate::commands::run_dir_name(command)
+        } else {
+            crate::commands::fresh_run_dir(command)
+        }
+    });
     ensure_writable_dir(&log_dir)?;
     let (train_data, heldout): (Box<dyn Dataset>, Option<InMemoryDataset>) = match &args.data_dir {
         Some(dir) => {
