@@ -149,7 +149,13 @@ def write_csv(path, header, rows):
         w.writerows(rows)
 
 
-def plot(args):
+def plot(output, title, x_label, y_label, series, *flags):
+    """Draws `series` ("LABEL=FILE:X:Y" strings) with `iddpm plot`; nothing when there are none."""
+    if not series:
+        return
+    args = ["--output", output, "--title", title, "--x_label", x_label, "--y_label", y_label, *flags]
+    for s in series:
+        args += ["--series", s]
     iddpm = os.environ.get("IDDPM", "target/release/iddpm")
     subprocess.run([iddpm, "plot", *args], check=True)
 
@@ -166,14 +172,9 @@ def fid_plot(results, out_dir):
             path = os.path.join(out_dir, f"fid_steps_{arm}_{variant}_{prefix or 'ancestral'}.csv")
             write_csv(path, ["steps", "fid"], rows)
             series.append(f"{label}={path}:steps:fid")
-    if not series:
-        return
-    args = ["--output", os.path.join(out_dir, "fid_vs_steps.png"), "--title",
-            "FID against sampling steps (Fashion-MNIST 32x32, 2,000 samples)",
-            "--x_label", "sampling steps", "--y_label", "FID", "--points"]
-    for s in series:
-        args += ["--series", s]
-    plot(args)
+    plot(os.path.join(out_dir, "fid_vs_steps.png"),
+         "FID against sampling steps (Fashion-MNIST 32x32, 2,000 samples)",
+         "sampling steps", "FID", series, "--points")
 
 
 def vlb_plot(results, out_dir):
@@ -183,14 +184,9 @@ def vlb_plot(results, out_dir):
         path = os.path.join(results, arm, "progress.csv")
         if os.path.exists(path):
             series.append(f"{label}={path}:step:loss")
-    if not series:
-        return
-    args = ["--output", os.path.join(out_dir, "vlb_loss.png"), "--title",
-            "L_vlb training loss (mean over each logging interval)",
-            "--x_label", "training step", "--y_label", "L_vlb (nats per dimension)", "--log_y"]
-    for s in series:
-        args += ["--series", s]
-    plot(args)
+    plot(os.path.join(out_dir, "vlb_loss.png"),
+         "L_vlb training loss (mean over each logging interval)",
+         "training step", "L_vlb (bits per dimension)", series, "--log_y")
 
 
 def noise_table(results):
