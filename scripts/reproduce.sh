@@ -130,7 +130,7 @@ train() {
   cp "$dir/progress.csv" "$RESULTS/$arm/progress.csv"
   cp "$dir/samples_${step#model}.png" "$RESULTS/$arm/preview.png"
   printf '{"steps": %s, "batch_size": %s, "wall_seconds": %s, "flags": "%s"}\n' \
-    "$STEPS" "$BATCH" "$(paste -sd+ "$dir/wall_seconds" | bc)" "${ARMS[$arm]}" | write_result "$out"
+    "$STEPS" "$BATCH" "$(awk '{ s += $1 } END { print s }' "$dir/wall_seconds")" "${ARMS[$arm]}" | write_result "$out"
   commit "$arm trained"
 }
 
