@@ -132,6 +132,11 @@ impl Logger {
         }
         // New columns: rewrite the whole file with the wider header, as the reference does.
         self.csv_keys.extend(new_keys);
+        self.rewrite_csv()
+    }
+
+    fn rewrite_csv(&self) -> Result<()> {
+        let path = self.dir.join("progress.csv");
         let mut text = self.csv_keys.join(",");
         text.push('\n');
         for row in &self.rows {
@@ -145,6 +150,33 @@ impl Logger {
         }
         iddpm_checkpoint::write_atomic(&path, text.as_bytes())
             .map_err(|e| TrainError::Other(e.to_string()))
+    }
+
+    /// Takes up an earlier run's `progress.csv` in this folder, when there is one, keeping its
+    /// rows up to `step` (those after it were logged past the checkpoint being resumed), so
+    /// that a resumed run's CSV holds the whole history instead of starting over.
+    pub fn keep_history_until(&mut self, step: u64) -> Result<()> {
+        let path = self.dir.join("progress.csv");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let mut lines = text.lines();
+        let Some(header) = lines.next() else {
+            return Ok(());
+        };
+        let keys: Vec<String> = header.split(',').map(str::to_string).collect();
+        let rows: Vec<BTreeMap<String, f64>> = lines
+            .map(|line| {
+                keys.iter()
+                    .zip(line.split(','))
+                    .filter_map(|(k, v)| Some((k.clone(), v.parse::<f64>().ok()?)))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .filter(|row| row.get("step").is_some_and(|&s| s <= step as f64))
+            .collect();
+        self.csv_keys = keys;
+        self.rows = rows;
+        self.rewrite_csv()
     }
 
     /// Every dumped row so far.

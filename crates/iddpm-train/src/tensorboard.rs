@@ -30,15 +30,20 @@ impl EventWriter {
     /// folder's files as one run) and writes the file-version event.
     pub fn create(dir: &Path) -> Result<Self> {
         let secs = wall_time() as u64;
-        let path = dir.join(format!(
-            "events.out.tfevents.{secs}.iddpm.{}",
-            std::process::id()
-        ));
-        let file = File::options()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| TrainError::io(&path, e))?;
+        // A name no other writer has: several may start in one second (a resumed trainer in
+        // the same process, say).
+        let mut n = 0u32;
+        let (path, file) = loop {
+            let path = dir.join(format!(
+                "events.out.tfevents.{secs}.iddpm.{}.{n}",
+                std::process::id()
+            ));
+            match File::options().create_new(true).append(true).open(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(TrainError::io(&path, e)),
+            }
+        };
         let mut writer = Self { path, file };
         let mut event = Vec::new();
         put_double(&mut event, 1, wall_time());
@@ -331,6 +336,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iddpm-tb-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let w = EventWriter::create(&dir).unwrap();
+        // A second writer in the same second gets a file of its own.
+        let other = EventWriter::create(&dir).unwrap();
+        assert_ne!(w.path(), other.path());
         let mut bytes = std::fs::read(w.path()).unwrap();
         let last = bytes.len() - 6;
         bytes[last] ^= 1;

@@ -382,3 +382,57 @@ fn a_resumed_mixed_precision_run_keeps_its_loss_scale() {
     let d = max_diff(&params(&mut straight), &params(&mut second));
     assert!(d < 1e-6, "resumed parameters differ by {d}");
 }
+
+/// The steps logged in a run's progress.csv, in file order.
+fn logged_steps(dir: &std::path::Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(dir.join("progress.csv")).unwrap();
+    let mut lines = text.lines();
+    let column = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|k| k == "step")
+        .unwrap();
+    lines
+        .map(|l| l.split(',').nth(column).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_keeps_the_logged_history() {
+    let data = data(16);
+    let opts = TrainOptions {
+        log_interval: 1,
+        ..options("history")
+    };
+    let new_trainer = || {
+        Trainer::new(
+            tiny_net(0.0),
+            diffusion(),
+            &data,
+            opts.clone(),
+            &Device::flex(),
+        )
+        .unwrap()
+    };
+    let mut first = new_trainer();
+    let mut checkpoint = None;
+    for step in 1..=4 {
+        first.run_step().unwrap();
+        first.dump_logs().unwrap();
+        if step == 2 {
+            checkpoint = Some(first.save().unwrap());
+        }
+    }
+    drop(first);
+    assert_eq!(logged_steps(&opts.log_dir), vec![1.0, 2.0, 3.0, 4.0]);
+    // Resumed from step 2: steps 3 and 4 are logged again, once, after the history up to 2.
+    let mut second = new_trainer();
+    assert_eq!(second.resume(&checkpoint.unwrap()).unwrap(), 2);
+    assert_eq!(logged_steps(&opts.log_dir), vec![1.0, 2.0]);
+    for _ in 0..2 {
+        second.run_step().unwrap();
+        second.dump_logs().unwrap();
+    }
+    assert_eq!(logged_steps(&opts.log_dir), vec![1.0, 2.0, 3.0, 4.0]);
+}

@@ -185,6 +185,9 @@ impl Trainer<'_> {
                 }
             }
         }
+        if self.group.is_main() {
+            self.logger.keep_history_until(step)?;
+        }
         self.step = step;
         Ok(step)
     }
