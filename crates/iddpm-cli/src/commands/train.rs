@@ -381,5 +381,13 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())
             .map_err(|e| e.to_string())?;
     }
+    if main {
+        let secs = started.elapsed().as_secs();
+        println!(
+            "done in {} min {} s (training, previews and evaluation)",
+            secs / 60,
+            secs % 60
+        );
+    }
     Ok(())
 }
