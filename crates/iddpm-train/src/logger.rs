@@ -117,17 +117,12 @@ impl Logger {
             })
             .unwrap_or_default();
         if new_keys.is_empty() && path.exists() {
-            let row = self.rows.last().unwrap();
-            let line: Vec<String> = self
-                .csv_keys
-                .iter()
-                .map(|k| row.get(k).map(|v| v.to_string()).unwrap_or_default())
-                .collect();
+            let line = self.csv_line(self.rows.last().unwrap());
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
                 .open(&path)
                 .map_err(|e| TrainError::io(&path, e))?;
-            writeln!(f, "{}", line.join(",")).map_err(|e| TrainError::io(&path, e))?;
+            writeln!(f, "{line}").map_err(|e| TrainError::io(&path, e))?;
             return Ok(());
         }
         // New columns: rewrite the whole file with the wider header, as the reference does.
@@ -135,17 +130,22 @@ impl Logger {
         self.rewrite_csv()
     }
 
+    /// One CSV line of `row` in the header's column order (empty where a key is missing).
+    fn csv_line(&self, row: &BTreeMap<String, f64>) -> String {
+        let cells: Vec<String> = self
+            .csv_keys
+            .iter()
+            .map(|k| row.get(k).map(|v| v.to_string()).unwrap_or_default())
+            .collect();
+        cells.join(",")
+    }
+
     fn rewrite_csv(&self) -> Result<()> {
         let path = self.dir.join("progress.csv");
         let mut text = self.csv_keys.join(",");
         text.push('\n');
         for row in &self.rows {
-            let line: Vec<String> = self
-                .csv_keys
-                .iter()
-                .map(|k| row.get(k).map(|v| v.to_string()).unwrap_or_default())
-                .collect();
-            text.push_str(&line.join(","));
+            text.push_str(&self.csv_line(row));
             text.push('\n');
         }
         iddpm_checkpoint::write_atomic(&path, text.as_bytes())
