@@ -9,7 +9,8 @@
 # docs/reproduction/results/ARM/ last and is skipped when that file exists, so the script can be
 # stopped at any time and run again: training resumes from the arm's newest checkpoint in
 # $REPRO_WORK (kept out of git). With REPRO_COMMIT=1 each finished stage is committed at once.
-# REPRO_STEPS, REPRO_FID_SAMPLES, REPRO_NLL_IMAGES, REPRO_RESULTS, REPRO_REPORT and
+# REPRO_STAGES (default "train nll fid") runs only some kinds of stage, e.g. every arm's training
+# and NLL before any of the long FID cells. REPRO_STEPS, REPRO_FID_SAMPLES, REPRO_NLL_IMAGES, REPRO_RESULTS, REPRO_REPORT and
 # REPRO_FID_REF shrink or redirect a run (a quick rehearsal of every stage, say).
 # Wall time is recorded per stage (seconds on this machine), so the compute each arm used is
 # stated in the report.
@@ -26,6 +27,7 @@ FID_SAMPLES=${REPRO_FID_SAMPLES:-2000}
 NLL_IMAGES=${REPRO_NLL_IMAGES:-200}
 SEED=${REPRO_SEED:-1}
 FID_REF=${REPRO_FID_REF:-$WORK/data/test32}
+STAGES=${REPRO_STAGES:-train nll fid}
 
 # The network shared by every arm, and T. See docs/reproduction.md for why these sizes.
 T=100
@@ -71,12 +73,20 @@ cells() {
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# Commits the results so far. Someone else may hold git's index lock for a moment: retry, and
+# never stop the study over a commit.
 commit() {
-  if [ "${REPRO_COMMIT:-0}" = 1 ]; then
-    git add "$RESULTS" "$(dirname "$RESULTS")" "$REPORT"
-    git commit -q -m "Reproduction: $1" -- "$(dirname "$RESULTS")" "$REPORT" || true
-  fi
+  [ "${REPRO_COMMIT:-0}" = 1 ] || return 0
+  local try
+  for try in 1 2 3 4 5; do
+    git add "$(dirname "$RESULTS")" "$REPORT" &&
+      { git commit -q -m "Reproduction: $1" -- "$(dirname "$RESULTS")" "$REPORT" || true; } && return 0
+    sleep 2
+  done
+  log "could not commit: $1"
 }
+
+wants() { [[ " $STAGES " == *" $1 "* ]]; }
 
 # Writes stdin to $1 atomically.
 write_result() {
@@ -180,12 +190,14 @@ fid() {
 run_arm() {
   local arm=$1 v name flags steps first
   mkdir -p "$RESULTS/$arm" "$WORK/$arm"
-  train "$arm"
+  wants train && train "$arm"
+  [ -f "$RESULTS/$arm/train.json" ] || { log "$arm: not trained yet, its other stages wait"; return 0; }
   first=$(variants "$arm" | cut -d' ' -f1)
   for v in $(variants "$arm"); do
     name=${v%%:*}
     read -ra flags <<<"${v#*:}"
-    nll "$arm" "$name" "${flags[@]}"
+    wants nll && nll "$arm" "$name" "${flags[@]}"
+    wants fid || continue
     for steps in $(cells "$arm"); do
       # DDIM ignores Σ: one DDIM curve per model at most, with the first variant's flags.
       [[ $steps == ddim* && $v != "$first" ]] && continue
