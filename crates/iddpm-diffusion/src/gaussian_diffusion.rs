@@ -8,6 +8,7 @@ use crate::error::{DiffusionError, Result};
 use crate::model::{Conditioning, DiffusionModel};
 use crate::options::{LossType, ModelMeanType, ModelVarType};
 use crate::respace::respaced_betas;
+use crate::tensor_math::{one_minus, split_mean_and_variance};
 
 /// How the predicted x_0 is post-processed before it is used.
 #[derive(Clone, Copy, Default)]
@@ -392,16 +393,16 @@ impl GaussianDiffusion {
         let c = &self.coefs;
         let (output, variance, log_variance) = match self.var_type {
             ModelVarType::Learned | ModelVarType::LearnedRange => {
-                let mut halves = model_output.split(channels, 1);
-                let var_values = halves.pop().expect("two halves");
-                let output = halves.pop().expect("two halves");
+                let (output, var_values) = split_mean_and_variance(model_output, channels);
                 let log_variance = if self.var_type == ModelVarType::Learned {
                     var_values
                 } else {
                     let min_log = Self::extract(&c.posterior_log_variance_clipped, t, &device);
                     let max_log = Self::extract(&self.log_betas, t, &device);
+                    // Eq. 15: the output v ∈ [−1, 1], mapped to [0, 1], interpolates log Σ between
+                    // log β̃_t and log β_t.
                     let frac = var_values.add_scalar(1.0).div_scalar(2.0);
-                    frac.clone() * max_log + frac.neg().add_scalar(1.0) * min_log
+                    frac.clone() * max_log + one_minus(frac) * min_log
                 };
                 (output, log_variance.clone().exp(), log_variance)
             }

@@ -7,6 +7,7 @@
 //!   ([`likelihood`]) and the samplers ([`sampling`]).
 //! - [`resample`]: uniform and loss-second-moment timestep samplers.
 //! - [`noise`]: seeded or recorded noise, so that every run can be replayed.
+//! - [`tensor_math`]: named pieces of the equations (`1 − x`, DDIM's σ).
 
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod resample;
 pub mod respace;
 pub mod sampling;
 pub mod schedule;
+pub mod tensor_math;
 pub mod training_losses;
 
 pub use coefficients::DiffusionCoefficients;
@@ -31,12 +33,12 @@ pub use error::{DiffusionError, Result};
 pub use gaussian_diffusion::{GaussianDiffusion, PMeanVariance, PredictOptions};
 pub use likelihood::BpdTerms;
 pub use model::{Conditioning, DiffusionModel};
-pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
+pub use noise::{GOLDEN_GAMMA, NoiseSource, RecordedNoise, SeededNoise, splitmix64_mix};
 pub use options::{LossType, ModelMeanType, ModelVarType};
 pub use resample::{
     LossSecondMomentResampler, ScheduleSampler, TimestepDistribution, UniformSampler,
 };
 pub use respace::{respaced_betas, respacing_timesteps, space_timesteps};
-pub use sampling::{SampleLoop, SampleStep, Sampler};
+pub use sampling::{SampleLoop, SampleRequest, SampleStep, Sampler};
 pub use schedule::{BetaSchedule, named_beta_schedule};
 pub use training_losses::TrainingLosses;

@@ -5,6 +5,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::tensor_math::one_minus;
+
 /// Bin half-width of 8-bit images rescaled to [−1, 1].
 const HALF_BIN: f32 = 1.0 / 255.0;
 /// Floor applied before every log, as the reference.
@@ -53,12 +55,7 @@ pub fn discretized_gaussian_log_likelihood<const D: usize>(
         approx_standard_normal_cdf(inv_stdv.clone() * centered.clone().add_scalar(HALF_BIN));
     let cdf_min = approx_standard_normal_cdf(inv_stdv * centered.sub_scalar(HALF_BIN));
     let log_cdf_plus = cdf_plus.clone().clamp_min(LOG_FLOOR).log();
-    let log_one_minus_cdf_min = cdf_min
-        .clone()
-        .neg()
-        .add_scalar(1.0)
-        .clamp_min(LOG_FLOOR)
-        .log();
+    let log_one_minus_cdf_min = one_minus(cdf_min.clone()).clamp_min(LOG_FLOOR).log();
     let log_cdf_delta = (cdf_plus - cdf_min).clamp_min(LOG_FLOOR).log();
     let low_edge = x.clone().lower_elem(-0.999f32);
     let high_edge = x.greater_elem(0.999f32);

@@ -97,3 +97,15 @@ impl NoiseSource for RecordedNoise {
         Ok(next.to_device(device))
     }
 }
+
+/// The golden-ratio increment of splitmix64: multiplying a counter by it spreads consecutive
+/// values over all 64 bits.
+pub const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// splitmix64's output function (Steele, Lea and Flood, 2014): a bijective mix of 64 bits, so
+/// that seeds derived from nearby counters are unrelated.
+pub fn splitmix64_mix(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -6,6 +6,7 @@ use crate::error::{DiffusionError, Result};
 use crate::gaussian_diffusion::{GaussianDiffusion, PredictOptions};
 use crate::model::{Conditioning, DiffusionModel};
 use crate::noise::NoiseSource;
+use crate::tensor_math::{ddim_sigma, one_minus};
 
 /// The result of one reverse step.
 #[derive(Debug, Clone)]
@@ -55,7 +56,8 @@ impl GaussianDiffusion {
     }
 
     /// One DDIM step x_t → x_{t−1} with noise level `eta`. Fresh noise is drawn only when
-    /// η > 0 (with η = 0 it would be multiplied by zero).
+    /// η > 0 (with η = 0 it would be multiplied by zero). The arguments are the reference's
+    /// `ddim_sample`'s, one for one.
     #[allow(clippy::too_many_arguments)]
     pub fn ddim_sample<M: DiffusionModel + ?Sized>(
         &self,
@@ -79,26 +81,19 @@ impl GaussianDiffusion {
         let c = self.coefficients();
         let alpha_bar = Self::extract(&c.alphas_cumprod, t, &device);
         let alpha_bar_prev = Self::extract(&c.alphas_cumprod_prev, t, &device);
+        // DDIM's Eq. 12: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z.
         let mut mean = out.pred_xstart.clone() * alpha_bar_prev.clone().sqrt();
         if eta == 0.0 {
-            mean = mean + alpha_bar_prev.neg().add_scalar(1.0).sqrt() * eps;
+            mean = mean + one_minus(alpha_bar_prev).sqrt() * eps;
             return Ok(SampleStep {
                 t: t.first().copied().unwrap_or(0),
                 sample: mean,
                 pred_xstart: out.pred_xstart,
             });
         }
-        let sigma = ((alpha_bar_prev.clone().neg().add_scalar(1.0)
-            / alpha_bar.clone().neg().add_scalar(1.0))
-        .sqrt()
-            * (alpha_bar / alpha_bar_prev.clone())
-                .neg()
-                .add_scalar(1.0)
-                .sqrt())
-        .mul_scalar(eta as f32);
+        let sigma = ddim_sigma(alpha_bar, alpha_bar_prev.clone(), eta);
         let z = noise.sample(dims, &device)?;
-        mean = mean
-            + (alpha_bar_prev.neg().add_scalar(1.0) - sigma.clone() * sigma.clone()).sqrt() * eps;
+        mean = mean + (one_minus(alpha_bar_prev) - sigma.clone() * sigma.clone()).sqrt() * eps;
         let sample = mean + Self::nonzero_mask(t, &device) * sigma * z;
         Ok(SampleStep {
             t: t.first().copied().unwrap_or(0),
@@ -121,7 +116,7 @@ impl GaussianDiffusion {
         let eps = self.predict_eps_from_xstart(x, t, out.pred_xstart.clone());
         let alpha_bar_next = Self::extract(&self.coefficients().alphas_cumprod_next, t, &device);
         let sample = out.pred_xstart.clone() * alpha_bar_next.clone().sqrt()
-            + alpha_bar_next.neg().add_scalar(1.0).sqrt() * eps;
+            + one_minus(alpha_bar_next).sqrt() * eps;
         Ok(SampleStep {
             t: t.first().copied().unwrap_or(0),
             sample,
@@ -130,30 +125,30 @@ impl GaussianDiffusion {
     }
 
     /// A sampling loop from x_T down to x_0 that yields every step (the reference's
-    /// `*_progressive`). `x_t` is the start noise; when `None` it is drawn from `noise`.
-    #[allow(clippy::too_many_arguments)]
+    /// `p_sample_loop_progressive` and `ddim_sample_loop_progressive`).
     pub fn sample_loop_progressive<'a, M: DiffusionModel + ?Sized>(
         &'a self,
         model: &'a M,
-        sampler: Sampler,
-        shape: [usize; 4],
-        x_t: Option<Tensor<4>>,
-        opts: PredictOptions<'a>,
-        cond: &'a Conditioning,
-        noise: &'a mut dyn NoiseSource,
-        device: &Device,
+        request: SampleRequest<'a>,
     ) -> Result<SampleLoop<'a, M>> {
-        let x = match x_t {
-            Some(x) => {
-                if x.dims() != shape {
-                    return Err(DiffusionError::Shape(format!(
-                        "start noise has shape {:?}, expected {shape:?}",
-                        x.dims()
-                    )));
-                }
-                x.to_device(device)
+        let SampleRequest {
+            sampler,
+            shape,
+            start,
+            options,
+            conditioning,
+            noise,
+            device,
+        } = request;
+        let x = match start {
+            Some(x) if x.dims() != shape => {
+                return Err(DiffusionError::Shape(format!(
+                    "start noise has shape {:?}, expected {shape:?}",
+                    x.dims()
+                )));
             }
-            None => noise.sample(shape, device)?,
+            Some(x) => x.to_device(&device),
+            None => noise.sample(shape, &device)?,
         };
         Ok(SampleLoop {
             diffusion: self,
@@ -161,81 +156,76 @@ impl GaussianDiffusion {
             sampler,
             x: Some(x),
             next_t: self.num_timesteps(),
-            opts,
-            cond,
+            opts: options,
+            cond: conditioning,
             noise,
         })
     }
 
-    /// Runs a whole sampling loop and returns the final x_0.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sample_loop<M: DiffusionModel + ?Sized>(
-        &self,
-        model: &M,
-        sampler: Sampler,
-        shape: [usize; 4],
-        x_t: Option<Tensor<4>>,
-        opts: PredictOptions<'_>,
-        cond: &Conditioning,
-        noise: &mut dyn NoiseSource,
-        device: &Device,
+    /// Runs a whole sampling loop and returns the final x_0 (the reference's `p_sample_loop`,
+    /// or `ddim_sample_loop` with [`Sampler::Ddim`]).
+    pub fn sample_loop<'a, M: DiffusionModel + ?Sized>(
+        &'a self,
+        model: &'a M,
+        request: SampleRequest<'a>,
     ) -> Result<Tensor<4>> {
-        let steps =
-            self.sample_loop_progressive(model, sampler, shape, x_t, opts, cond, noise, device)?;
         let mut last = None;
-        for step in steps {
+        for step in self.sample_loop_progressive(model, request)? {
             last = Some(step?.sample);
         }
         Ok(last.expect("a diffusion has at least one step"))
     }
+}
 
-    /// Ancestral sampling from x_T to x_0 (the reference's `p_sample_loop`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn p_sample_loop<M: DiffusionModel + ?Sized>(
-        &self,
-        model: &M,
+/// One sampling job: everything a sampling loop needs besides the diffusion and the model.
+pub struct SampleRequest<'a> {
+    /// Which reverse step to take.
+    pub sampler: Sampler,
+    /// `[batch, channels, height, width]` of the samples.
+    pub shape: [usize; 4],
+    /// The start noise x_T; drawn from `noise` when `None`.
+    pub start: Option<Tensor<4>>,
+    /// Clipping of the predicted x_0, and an optional function applied to it.
+    pub options: PredictOptions<'a>,
+    /// Class labels and low-resolution images the model is conditioned on.
+    pub conditioning: &'a Conditioning,
+    /// Where x_T (when not given) and every step's fresh noise come from.
+    pub noise: &'a mut dyn NoiseSource,
+    /// Where the samples are computed.
+    pub device: Device,
+}
+
+impl<'a> SampleRequest<'a> {
+    /// Samples of `shape` with clipped predictions of x_0, starting from noise drawn from
+    /// `noise`.
+    pub fn new(
+        sampler: Sampler,
         shape: [usize; 4],
-        x_t: Option<Tensor<4>>,
-        opts: PredictOptions<'_>,
-        cond: &Conditioning,
-        noise: &mut dyn NoiseSource,
+        conditioning: &'a Conditioning,
+        noise: &'a mut dyn NoiseSource,
         device: &Device,
-    ) -> Result<Tensor<4>> {
-        self.sample_loop(
-            model,
-            Sampler::Ancestral,
+    ) -> Self {
+        Self {
+            sampler,
             shape,
-            x_t,
-            opts,
-            cond,
+            start: None,
+            options: PredictOptions::clipped(),
+            conditioning,
             noise,
-            device,
-        )
+            device: device.clone(),
+        }
     }
 
-    /// DDIM sampling from x_T to x_0 (the reference's `ddim_sample_loop`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn ddim_sample_loop<M: DiffusionModel + ?Sized>(
-        &self,
-        model: &M,
-        shape: [usize; 4],
-        x_t: Option<Tensor<4>>,
-        opts: PredictOptions<'_>,
-        cond: &Conditioning,
-        eta: f64,
-        noise: &mut dyn NoiseSource,
-        device: &Device,
-    ) -> Result<Tensor<4>> {
-        self.sample_loop(
-            model,
-            Sampler::Ddim { eta },
-            shape,
-            x_t,
-            opts,
-            cond,
-            noise,
-            device,
-        )
+    /// Starts from the given x_T instead of drawing it.
+    pub fn starting_from(mut self, x_t: Tensor<4>) -> Self {
+        self.start = Some(x_t);
+        self
+    }
+
+    /// Post-processes the predicted x_0 with `options` instead of clipping it.
+    pub fn with_options(mut self, options: PredictOptions<'a>) -> Self {
+        self.options = options;
+        self
     }
 }
 

@@ -7,6 +7,7 @@ use crate::gaussian_diffusion::{GaussianDiffusion, PMeanVariance, PredictOptions
 use crate::losses::{discretized_gaussian_log_likelihood, mean_flat, normal_kl};
 use crate::model::{Conditioning, DiffusionModel};
 use crate::options::{LossType, ModelMeanType};
+use crate::tensor_math::split_mean_and_variance;
 
 /// Per-example loss terms `[B]` of one training batch.
 #[derive(Debug, Clone)]
@@ -100,9 +101,7 @@ impl GaussianDiffusion {
         let model_output = self.run_model(model, x_t.clone(), t, cond)?;
         let channels = x_t.dims()[1];
         let (prediction, vb) = if self.var_type().is_learned() {
-            let mut halves = model_output.split(channels, 1);
-            let var_values = halves.pop().expect("two halves");
-            let prediction = halves.pop().expect("two halves");
+            let (prediction, var_values) = split_mean_and_variance(model_output, channels);
             let frozen = Tensor::cat(vec![prediction.clone().detach(), var_values], 1);
             let p = self.p_mean_variance_from_output(
                 frozen,

@@ -4,8 +4,8 @@ use burn::tensor::{Device, Tensor};
 use iddpm_diffusion::{
     BetaSchedule, Conditioning, DiffusionConfig, DiffusionError, GaussianDiffusion,
     LossSecondMomentResampler, LossType, ModelMeanType, ModelVarType, NoiseSource, PredictOptions,
-    RecordedNoise, ScheduleSampler, SeededNoise, UniformSampler, named_beta_schedule,
-    space_timesteps,
+    RecordedNoise, SampleRequest, Sampler, ScheduleSampler, SeededNoise, UniformSampler,
+    named_beta_schedule, space_timesteps,
 };
 use rand::SeedableRng;
 
@@ -303,30 +303,17 @@ fn ddim_with_eta_zero_is_deterministic_and_inverts() {
     let x_t = src.sample([1, 3, 4, 4], &device()).unwrap();
     let opts = PredictOptions::unclipped();
     let cond = Conditioning::none();
-    let a = d
-        .ddim_sample_loop(
-            &model,
-            [1, 3, 4, 4],
-            Some(x_t.clone()),
-            opts,
-            &cond,
-            0.0,
-            &mut SeededNoise::new(1),
-            &device(),
-        )
-        .unwrap();
-    let b = d
-        .ddim_sample_loop(
-            &model,
-            [1, 3, 4, 4],
-            Some(x_t),
-            opts,
-            &cond,
-            0.0,
-            &mut SeededNoise::new(2),
-            &device(),
-        )
-        .unwrap();
+    let ddim = Sampler::Ddim { eta: 0.0 };
+    let mut noise = SeededNoise::new(1);
+    let request = SampleRequest::new(ddim, [1, 3, 4, 4], &cond, &mut noise, &device())
+        .starting_from(x_t.clone())
+        .with_options(opts);
+    let a = d.sample_loop(&model, request).unwrap();
+    let mut noise = SeededNoise::new(2);
+    let request = SampleRequest::new(ddim, [1, 3, 4, 4], &cond, &mut noise, &device())
+        .starting_from(x_t)
+        .with_options(opts);
+    let b = d.sample_loop(&model, request).unwrap();
     assert_eq!(
         values(a),
         values(b),
@@ -361,13 +348,13 @@ fn progressive_loop_yields_every_step_in_order() {
     let steps: Vec<usize> = d
         .sample_loop_progressive(
             &model,
-            iddpm_diffusion::Sampler::Ancestral,
-            [1, 1, 2, 2],
-            None,
-            PredictOptions::clipped(),
-            &cond,
-            &mut noise,
-            &device(),
+            SampleRequest::new(
+                Sampler::Ancestral,
+                [1, 1, 2, 2],
+                &cond,
+                &mut noise,
+                &device(),
+            ),
         )
         .unwrap()
         .map(|s| s.unwrap().t)

@@ -12,6 +12,7 @@ use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use iddpm_checkpoint::StateDict;
+use iddpm_kernels::to_f32_vec;
 
 use crate::resize::{INCEPTION_SIZE, bilinear_resize};
 
@@ -357,10 +358,6 @@ impl FidInception {
             .reshape([b as i64, c as i64, -1])
             .mean_dim(2)
             .reshape([b, c]);
-        pooled
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 features")
+        to_f32_vec(pooled)
     }
 }

@@ -14,11 +14,14 @@ mod buffer;
 pub mod conv;
 mod flex;
 pub mod group_norm;
+pub mod host;
 mod matmul;
 pub mod ops;
 pub mod optim;
 pub mod softmax;
 pub mod upsample;
+
+pub use host::to_f32_vec;
 
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 

@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 use iddpm_checkpoint::StateDict;
 use iddpm_kernels::ops as kernels;
 use iddpm_kernels::optim::AdamWStep;
+use iddpm_kernels::to_f32_vec;
 
 /// AdamW hyper-parameters and moment estimates.
 pub struct AdamW {
@@ -85,8 +86,16 @@ impl AdamW {
         let mut dict = StateDict::new();
         for (name, shape) in shapes {
             if let Some((m, v)) = self.moments.get(name) {
-                dict.insert(format!("{name}.exp_avg"), shape.clone(), to_vec(m));
-                dict.insert(format!("{name}.exp_avg_sq"), shape.clone(), to_vec(v));
+                dict.insert(
+                    format!("{name}.exp_avg"),
+                    shape.clone(),
+                    to_f32_vec(m.clone()),
+                );
+                dict.insert(
+                    format!("{name}.exp_avg_sq"),
+                    shape.clone(),
+                    to_f32_vec(v.clone()),
+                );
             }
         }
         dict
@@ -125,11 +134,4 @@ impl AdamW {
         self.step = step;
         missing
     }
-}
-
-pub(crate) fn to_vec(t: &Tensor<1>) -> Vec<f32> {
-    t.to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 tensor")
 }

@@ -3,6 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::Dataset;
 use iddpm_diffusion::{Conditioning, GaussianDiffusion};
+use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
 
 use crate::error::{Error, Result};
@@ -24,13 +25,6 @@ pub struct NllReport {
     pub mse: Vec<f32>,
     /// Mean per-timestep x̂_0 mean-squared errors (same columns).
     pub xstart_mse: Vec<f32>,
-}
-
-fn host(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::Invalid(format!("cannot read results: {e:?}")))
 }
 
 /// The bound's sums over one batch: what a process of a sharded evaluation sends.
@@ -171,15 +165,10 @@ pub fn evaluate_nll_batches(
         };
         let mut noise = batch_noise(seed, k);
         let terms = diffusion.calc_bpd_loop(model, x, clip_denoised, &cond, &mut noise)?;
-        let totals = terms
-            .total_bpd
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Invalid(format!("{e:?}")))?;
+        let totals = to_f32_vec(terms.total_bpd);
         let mut sums = [vec![0f64; t], vec![0f64; t], vec![0f64; t]];
         for (acc, m) in sums.iter_mut().zip([terms.vb, terms.mse, terms.xstart_mse]) {
-            for row in host(m)?.chunks(t) {
+            for row in to_f32_vec(m).chunks(t) {
                 for (a, v) in acc.iter_mut().zip(row) {
                     *a += *v as f64;
                 }

@@ -2,8 +2,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_diffusion::{
-    Conditioning, GaussianDiffusion, NoiseSource, PredictOptions, Sampler, SeededNoise,
+    Conditioning, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions, SampleRequest,
+    Sampler, SeededNoise, splitmix64_mix,
 };
+use iddpm_kernels::to_f32_vec;
 use iddpm_nn::{NUM_CLASSES, UNetModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,13 +56,8 @@ impl Shard {
 /// The noise generator of batch `k`: each batch has its own, so that a batch's images do not
 /// depend on which process draws it or how many batches came before.
 pub fn batch_noise(seed: u64, k: usize) -> SeededNoise {
-    let mut z = seed
-        ^ (k as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    SeededNoise::new(z ^ (z >> 31))
+    let counter = (k as u64).wrapping_add(1);
+    SeededNoise::new(splitmix64_mix(seed ^ counter.wrapping_mul(GOLDEN_GAMMA)))
 }
 
 /// Sampled images.
@@ -195,16 +192,10 @@ pub fn sample_images(
                 device,
             ));
         }
-        let steps = diffusion.sample_loop_progressive(
-            model,
-            opts.sampler,
-            shape,
-            x_t,
-            PredictOptions::clip(opts.clip_denoised),
-            &cond,
-            &mut noise,
-            device,
-        )?;
+        let mut request = SampleRequest::new(opts.sampler, shape, &cond, &mut noise, device)
+            .with_options(PredictOptions::clip(opts.clip_denoised));
+        request.start = x_t;
+        let steps = diffusion.sample_loop_progressive(model, request)?;
         let mut last = None;
         for step in steps {
             last = Some(step?.sample);
@@ -212,12 +203,7 @@ pub fn sample_images(
             progress(done_steps);
         }
         let sample = last.expect("at least one step");
-        let values = sample
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::Invalid(format!("cannot read samples: {e:?}")))?;
-        images.extend(to_uint8_nhwc(&values, b, 3, s, s));
+        images.extend(to_uint8_nhwc(&to_f32_vec(sample), b, 3, s, s));
         if let Some(l) = &labels {
             own_labels.extend_from_slice(&l[start..start + b]);
         }

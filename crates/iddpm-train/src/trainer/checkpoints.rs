@@ -8,10 +8,10 @@ use iddpm_data::{BatchLoader, LoaderState};
 use iddpm_nn::{apply_state_dict, state_dict_of};
 
 use super::{TimestepSampler, Trainer, for_each_param};
-use crate::adamw::to_vec;
 use crate::ema::format_rate;
 use crate::error::{Result, TrainError};
 use crate::plot::save_loss_curve;
+use iddpm_kernels::to_f32_vec;
 
 impl Trainer<'_> {
     /// Saves `opt`, EMA and model checkpoints for the current step (model last, so that a
@@ -61,7 +61,7 @@ impl Trainer<'_> {
         for ema in &self.emas {
             let mut dict = StateDict::new();
             for ((name, flat), (_, shape)) in ema.params.iter().zip(&self.names) {
-                dict.insert(name.clone(), shape.clone(), to_vec(flat));
+                dict.insert(name.clone(), shape.clone(), to_f32_vec(flat.clone()));
             }
             let path = dir.join(format!("ema_{}_{s:06}.safetensors", ema.rate_label()));
             write_safetensors(&path, &dict, &[("format", "pt"), ("producer", "iddpm")])?;

@@ -6,19 +6,20 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::{BatchLoader, Dataset};
 use iddpm_diffusion::{
-    Conditioning, DiffusionConfig, GaussianDiffusion, LossSecondMomentResampler, ScheduleSampler,
-    UniformSampler,
+    Conditioning, DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler,
+    ScheduleSampler, UniformSampler, splitmix64_mix,
 };
 use iddpm_nn::{ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, param_names};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::adamw::{AdamW, to_vec};
+use crate::adamw::AdamW;
 use crate::distributed::ProcessGroup;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::logger::Logger;
+use iddpm_kernels::to_f32_vec;
 
 mod checkpoints;
 mod options;
@@ -81,12 +82,9 @@ pub struct Trainer<'d> {
 
 /// The device seed for the dropout masks of one microbatch (splitmix64 of the three inputs).
 fn dropout_seed(seed: u64, step: u64, offset: u64) -> u64 {
-    let mut z = seed
-        ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ offset.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    splitmix64_mix(
+        seed ^ step.wrapping_mul(GOLDEN_GAMMA) ^ offset.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
 }
 
 /// The generator of one training example's timestep and noise, keyed by the run's seed, the
@@ -163,7 +161,7 @@ impl<'d> Trainer<'d> {
             device.clone().autodiff()
         };
         // --seed decides the initial weights too.
-        train_device.seed(opts.seed ^ 0x1A17_u64.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        train_device.seed(opts.seed ^ 0x1A17_u64.wrapping_mul(GOLDEN_GAMMA));
         let mut model = UNetModel::new(&unet_config, &train_device);
         model.set_torso_f16(opts.use_fp16);
         let names = param_names(&mut model);
@@ -235,7 +233,7 @@ impl<'d> Trainer<'d> {
             }
             let current = p.flat();
             let device = current.device();
-            let mut host = to_vec(&current);
+            let mut host = to_f32_vec(current.clone());
             match group.broadcast(&mut host) {
                 Ok(()) => {
                     let n = host.len();
@@ -359,14 +357,14 @@ impl<'d> Trainer<'d> {
             let losses = self
                 .diffusion
                 .training_losses(&self.model, x, t, eps, &cond)?;
-            let loss_values = to_vec(&losses.loss.clone().inner());
+            let loss_values = to_f32_vec(losses.loss.clone().inner());
             raw_loss.extend(loss_values.iter().copied());
             let mut logged = vec![("loss", loss_values)];
             if let Some(mse) = &losses.mse {
-                logged.push(("mse", to_vec(&mse.clone().inner())));
+                logged.push(("mse", to_f32_vec(mse.clone().inner())));
             }
             if let Some(vb) = &losses.vb {
-                logged.push(("vb", to_vec(&vb.clone().inner())));
+                logged.push(("vb", to_f32_vec(vb.clone().inner())));
             }
             for (key, values) in logged {
                 let weighted = values.iter().zip(w).map(|(v, w)| v * w);
@@ -555,7 +553,7 @@ impl<'d> Trainer<'d> {
             0,
         );
         let device = flat.device();
-        let mut host = to_vec(&flat);
+        let mut host = to_f32_vec(flat.clone());
         self.group.all_reduce_sum(&mut host)?;
         let summed = Tensor::<1>::from_data(TensorData::new(host, [flat.dims()[0]]), &device);
         let mut offset = 0;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use iddpm_data::pictures::{save_grid_with_columns, to_uint8_nhwc};
-use iddpm_diffusion::{Conditioning, PredictOptions, Sampler, SeededNoise};
+use iddpm_diffusion::{Conditioning, SampleRequest, Sampler, SeededNoise};
+use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
 
 use super::{Trainer, for_each_param};
@@ -82,28 +83,20 @@ impl Trainer<'_> {
         };
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
-        let x = diffusion.sample_loop(
-            model,
-            sampler,
-            [n, 3, r, r],
-            None,
-            PredictOptions::clipped(),
-            &cond,
-            &mut noise,
-            &device,
-        )?;
-        let mut images = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
+        let request = SampleRequest::new(sampler, [n, 3, r, r], &cond, &mut noise, &device);
+        let x = diffusion.sample_loop(model, request)?;
+        let mut images = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
         let mut count = n;
         if let (Some((x, _)), Some(low)) = (originals, cond.low_res) {
             // Rows of three: the low-resolution input (blown up), the sample, the original.
             let small = low.dims()[2];
             let blown = nearest_upsample(
-                &to_uint8_nhwc(&to_vec_4(low), n, 3, small, small),
+                &to_uint8_nhwc(&to_f32_vec(low), n, 3, small, small),
                 n,
                 small,
                 r,
             );
-            let truth = to_uint8_nhwc(&to_vec_4(x), n, 3, r, r);
+            let truth = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
             let per = r * r * 3;
             let mut rows = Vec::with_capacity(3 * n * per);
             for i in 0..n {
@@ -138,11 +131,4 @@ fn nearest_upsample(images: &[u8], n: usize, small: usize, large: usize) -> Vec<
         }
     }
     out
-}
-
-fn to_vec_4(t: Tensor<4>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 tensor")
 }

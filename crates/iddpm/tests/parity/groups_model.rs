@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::{Int, Tensor, TensorData};
 use iddpm::diffusion::{
     BetaSchedule, Conditioning, DiffusionCoefficients, DiffusionConfig, PredictOptions,
-    RecordedNoise, Sampler,
+    RecordedNoise, SampleRequest, Sampler,
 };
 use iddpm::nn::{ModelFlags, UNetModel, UNetTrace, load_weights, param_names, state_dict_of};
 use serde_json::Value;
@@ -650,16 +650,10 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
             RecordedNoise::new(Vec::new())
         };
         let cond = conditioning(&f, &[name, "sampling", "forward"]);
-        let steps = spaced.sample_loop_progressive(
-            model,
-            sampler,
-            shape,
-            Some(x_t),
-            PredictOptions::clip(clip),
-            &cond,
-            &mut noise,
-            &device(),
-        );
+        let request = SampleRequest::new(sampler, shape, &cond, &mut noise, &device())
+            .starting_from(x_t)
+            .with_options(PredictOptions::clip(clip));
+        let steps = spaced.sample_loop_progressive(model, request);
         let mut step_b0 = Vec::new();
         let mut last = None;
         match steps {
