@@ -50,7 +50,10 @@ impl Trainer<'_> {
             ("loader_epoch", ls.epoch.to_string()),
             ("loader_position", ls.position.to_string()),
             // Exact bits, so that a resumed run scales its losses identically.
-            ("lg_loss_scale", self.lg_loss_scale.to_bits().to_string()),
+            (
+                "lg_loss_scale",
+                self.scaler.lg_scale().to_bits().to_string(),
+            ),
         ];
         let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
         write_safetensors(
@@ -163,7 +166,7 @@ impl Trainer<'_> {
             self.loader = BatchLoader::resume(self.loader.data(), global_batch, state)?;
             // Older checkpoints (and f32 runs resumed with --use_fp16) start from the default.
             if let Ok(bits) = get("lg_loss_scale") {
-                self.lg_loss_scale = f64::from_bits(bits as u64);
+                self.scaler.set_lg_scale(f64::from_bits(bits as u64));
             }
             if let (TimestepSampler::LossSecondMoment(r), Some(h), Some(c)) = (
                 &mut self.sampler,

@@ -1,10 +1,12 @@
 //! The training loop (the reference's `TrainLoop`): batches, microbatches, importance
 //! sampling, AdamW, EMAs, logs, previews and resumable checkpoints.
 
+use std::ops::Range;
+
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use iddpm_data::{BatchLoader, Dataset};
+use iddpm_data::{Batch, BatchLoader, Dataset};
 use iddpm_diffusion::{
     Conditioning, DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler,
     ScheduleSampler, UniformSampler, splitmix64_mix,
@@ -22,8 +24,13 @@ use crate::logger::Logger;
 use iddpm_kernels::to_f32_vec;
 
 mod checkpoints;
+mod loss_scaler;
 mod options;
 mod preview;
+mod step_parts;
+
+use loss_scaler::LossScaler;
+use step_parts::{Examples, StepAccumulator, global_norm};
 
 pub use checkpoints::parse_resume_step;
 pub use options::{INITIAL_LG_LOSS_SCALE, SamplerKind, StepReport, TrainOptions};
@@ -77,7 +84,7 @@ pub struct Trainer<'d> {
     preview_model: Option<UNetModel>,
     names: Vec<(String, Vec<usize>)>,
     resolution: usize,
-    lg_loss_scale: f64,
+    scaler: LossScaler,
 }
 
 /// The device seed for the dropout masks of one microbatch (splitmix64 of the three inputs).
@@ -202,7 +209,11 @@ impl<'d> Trainer<'d> {
             preview_model: None,
             names,
             resolution,
-            lg_loss_scale: opts.initial_lg_loss_scale,
+            scaler: LossScaler::new(
+                opts.use_fp16,
+                opts.initial_lg_loss_scale,
+                opts.fp16_scale_growth,
+            ),
             opts,
         })
     }
@@ -296,179 +307,148 @@ impl<'d> Trainer<'d> {
     }
 
     /// One optimizer step on the next batch (in a data-parallel run: on this process's part of
-    /// the next global batch, with gradients summed over all processes).
+    /// the next global batch, with gradients summed over all processes). As the reference's
+    /// `run_step`: forward and backward passes, the update, the step's logs.
     pub fn run_step(&mut self) -> Result<StepReport> {
-        let world = self.group.world_size();
-        let b = self.opts.batch_size;
-        let global_b = b * world;
-        let first = self.group.rank() * b;
-        let batch = self.loader.next_batch_part(first..first + b)?;
-        let r = batch.resolution;
-        let chw = 3 * r * r;
-        let micro = if self.opts.microbatch == 0 {
-            b
-        } else {
-            self.opts.microbatch
-        };
-        let (ts, weights, noise) = self.draw_examples(first, b, chw);
-        let mut acc: Vec<Option<Tensor<1>>> = Vec::new();
-        let loss_scale = if self.opts.use_fp16 {
-            self.lg_loss_scale.exp2()
-        } else {
-            1.0
-        };
-        // Per example: unweighted loss, and the logged terms (weighted, as the reference logs).
-        let mut raw_loss = Vec::with_capacity(b);
-        let mut terms: Vec<(&'static str, Vec<f32>)> = Vec::new();
-        let mut start = 0;
-        while start < b {
-            let m = micro.min(b - start);
-            let x = Tensor::<4>::from_data(
-                TensorData::new(
-                    batch.images[start * chw..(start + m) * chw].to_vec(),
-                    [m, 3, r, r],
-                ),
-                &self.train_device,
-            );
-            let t = &ts[start..start + m];
-            let w = &weights[start..start + m];
-            let eps = Tensor::<4>::from_data(
-                TensorData::new(noise[start * chw..(start + m) * chw].to_vec(), [m, 3, r, r]),
-                &self.train_device,
-            );
-            // Dropout draws its masks from the device's generator: reseeding it from the step
-            // and the example's global index makes them reproducible, so a resumed run
-            // replays them exactly, whatever the split into processes.
-            self.train_device.seed(dropout_seed(
-                self.opts.seed,
-                self.step,
-                (first + start) as u64,
-            ));
-            let mut cond = Conditioning::none();
-            if let Some(labels) = &batch.labels
-                && self.unet_config.num_classes.is_some()
-            {
-                cond.labels = Some(Tensor::<1, Int>::from_data(
-                    TensorData::new(labels[start..start + m].to_vec(), [m]),
-                    &self.train_device,
-                ));
-            }
-            cond.low_res = self.low_res(&x);
-            let losses = self
-                .diffusion
-                .training_losses(&self.model, x, t, eps, &cond)?;
-            let loss_values = to_f32_vec(losses.loss.clone().inner());
-            raw_loss.extend(loss_values.iter().copied());
-            let mut logged = vec![("loss", loss_values)];
-            if let Some(mse) = &losses.mse {
-                logged.push(("mse", to_f32_vec(mse.clone().inner())));
-            }
-            if let Some(vb) = &losses.vb {
-                logged.push(("vb", to_f32_vec(vb.clone().inner())));
-            }
-            for (key, values) in logged {
-                let weighted = values.iter().zip(w).map(|(v, w)| v * w);
-                match terms.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, all)) => all.extend(weighted),
-                    None => terms.push((key, weighted.collect())),
-                }
-            }
-            let wt = Tensor::<1>::from_data(TensorData::new(w.to_vec(), [m]), &self.train_device);
-            // Scaled so that the gradients summed over microbatches and processes are the
-            // global batch's mean (times the loss scale of mixed precision, undone below).
-            let loss = (losses.loss * wt)
-                .mean()
-                .mul_scalar((m as f64 / global_b as f64 * loss_scale) as f32);
-            let grads = loss.backward();
-            if acc.is_empty() {
-                for_each_param(&mut self.model, |_, _, _| acc.push(None));
-            }
-            for_each_param(&mut self.model, |i, _, p| {
-                if let Some(g) = p.grad_flat(&grads) {
-                    acc[i] = Some(match acc[i].take() {
-                        Some(a) => a + g,
-                        None => g,
-                    });
-                }
-            });
-            start += m;
-        }
-        let loss = self.share_losses(b, &ts, &raw_loss, &terms)?;
-        if world > 1 {
-            self.all_reduce_gradients(&mut acc)?;
-        }
+        let (loss, mut grads) = self.forward_backward()?;
         let lr = self.current_lr();
-        let mut sq = Vec::new();
-        for g in acc.iter().flatten() {
-            sq.push((g.clone() * g.clone()).sum());
-        }
-        let scaled_norm = if sq.is_empty() {
-            0.0
-        } else {
-            let total: f32 = Tensor::cat(sq, 0).sum().into_scalar();
-            (total as f64).sqrt()
-        };
-        if self.opts.use_fp16 {
-            self.logger.log("lg_loss_scale", self.lg_loss_scale);
-            // A gradient that overflowed f16 makes the squared norm inf or NaN (finite f16
-            // values cannot overflow it in f32): skip the update and halve the scale.
-            if !scaled_norm.is_finite() {
-                self.lg_loss_scale -= 1.0;
-                self.step += 1;
-                self.loss_points.push((self.step as f64, loss));
-                self.log_step_counts(global_b, lr);
-                return Ok(StepReport {
-                    step: self.step,
-                    loss,
-                    grad_norm: 0.0,
-                    skipped: true,
-                    lg_loss_scale: Some(self.lg_loss_scale),
-                });
-            }
-            let unscale = (1.0 / loss_scale) as f32;
-            for g in acc.iter_mut().flatten() {
-                *g = g.clone().mul_scalar(unscale);
-            }
-        }
-        let grad_norm = scaled_norm / loss_scale;
-        self.apply_gradients(&mut acc, lr);
+        let grad_norm = self.optimize(&mut grads, lr);
         self.step += 1;
         self.loss_points.push((self.step as f64, loss));
-        self.logger.log_mean("grad_norm", grad_norm);
-        self.log_step_counts(global_b, lr);
-        let lg_loss_scale = self.opts.use_fp16.then(|| {
-            self.lg_loss_scale += self.opts.fp16_scale_growth;
-            self.lg_loss_scale
-        });
+        self.log_step_counts(self.opts.batch_size * self.group.world_size(), lr);
+        let lg_loss_scale = match grad_norm {
+            Some(_) => self.scaler.grow(),
+            None => Some(self.scaler.lg_scale()),
+        };
         Ok(StepReport {
             step: self.step,
             loss,
-            grad_norm,
-            skipped: false,
+            grad_norm: grad_norm.unwrap_or(0.0),
+            skipped: grad_norm.is_none(),
             lg_loss_scale,
         })
     }
 
+    /// Loss and gradients of this process's part of the next batch, microbatch by microbatch;
+    /// the gradients are summed over processes, the losses shared and logged. Returns the
+    /// batch's mean loss and each parameter's gradient (`None` where it has none).
+    fn forward_backward(&mut self) -> Result<(f64, Vec<Option<Tensor<1>>>)> {
+        let b = self.opts.batch_size;
+        let first = self.group.rank() * b;
+        let batch = self.loader.next_batch_part(first..first + b)?;
+        let examples = self.draw_examples(first, b, 3 * batch.resolution * batch.resolution);
+        let micro = match self.opts.microbatch {
+            0 => b,
+            m => m,
+        };
+        let mut acc = StepAccumulator::default();
+        for start in (0..b).step_by(micro) {
+            let part = start..(start + micro).min(b);
+            self.microbatch_backward(&batch, &examples, first, part, &mut acc)?;
+        }
+        let loss = self.share_losses(b, &examples.timesteps, &acc.raw_loss, &acc.terms)?;
+        if self.group.world_size() > 1 {
+            self.all_reduce_gradients(&mut acc.grads)?;
+        }
+        Ok((loss, acc.grads))
+    }
+
+    /// Forward and backward pass of the examples `part` of this process's batch, whose first
+    /// example is number `first` of the global batch; adds gradients and losses to `acc`.
+    fn microbatch_backward(
+        &mut self,
+        batch: &Batch,
+        examples: &Examples,
+        first: usize,
+        part: Range<usize>,
+        acc: &mut StepAccumulator,
+    ) -> Result<()> {
+        let (start, m, r) = (part.start, part.len(), batch.resolution);
+        let chw = 3 * r * r;
+        let pixels = start * chw..part.end * chw;
+        let x = Tensor::<4>::from_data(
+            TensorData::new(batch.images[pixels.clone()].to_vec(), [m, 3, r, r]),
+            &self.train_device,
+        );
+        let eps = Tensor::<4>::from_data(
+            TensorData::new(examples.noise[pixels].to_vec(), [m, 3, r, r]),
+            &self.train_device,
+        );
+        // Dropout draws its masks from the device's generator: reseeding it from the step
+        // and the example's global index makes them reproducible, so a resumed run
+        // replays them exactly, whatever the split into processes.
+        let offset = (first + start) as u64;
+        self.train_device
+            .seed(dropout_seed(self.opts.seed, self.step, offset));
+        let cond = self.conditioning(batch, part.clone(), &x);
+        let t = &examples.timesteps[part.clone()];
+        let losses = self
+            .diffusion
+            .training_losses(&self.model, x, t, eps, &cond)?;
+        let w = &examples.weights[part];
+        acc.add_losses(&losses, w);
+        let wt = Tensor::<1>::from_data(TensorData::new(w.to_vec(), [m]), &self.train_device);
+        // Scaled so that the gradients summed over microbatches and processes are the
+        // global batch's mean (times the loss scale of mixed precision, undone in `optimize`).
+        let global_b = self.opts.batch_size * self.group.world_size();
+        let loss = (losses.loss * wt)
+            .mean()
+            .mul_scalar((m as f64 / global_b as f64 * self.scaler.scale()) as f32);
+        acc.add_gradients(&mut self.model, loss.backward());
+        Ok(())
+    }
+
+    /// The labels (for a class-conditional model) and low-resolution images of the examples
+    /// `part` of `batch`, whose images are `x`.
+    fn conditioning(&self, batch: &Batch, part: Range<usize>, x: &Tensor<4>) -> Conditioning {
+        let mut cond = Conditioning::none();
+        if let Some(labels) = &batch.labels
+            && self.unet_config.num_classes.is_some()
+        {
+            cond.labels = Some(Tensor::<1, Int>::from_data(
+                TensorData::new(labels[part.clone()].to_vec(), [part.len()]),
+                &self.train_device,
+            ));
+        }
+        cond.low_res = self.low_res(x);
+        cond
+    }
+
+    /// Applies the gradients with learning rate `lr` (and updates the EMAs); returns their
+    /// global norm, or `None` when mixed precision found them overflowed and skipped the step.
+    fn optimize(&mut self, grads: &mut [Option<Tensor<1>>], lr: f64) -> Option<f64> {
+        let scaled_norm = global_norm(grads);
+        if self.scaler.enabled() {
+            self.logger.log("lg_loss_scale", self.scaler.lg_scale());
+        }
+        if !self.scaler.accept(scaled_norm) {
+            return None;
+        }
+        self.scaler.unscale(grads);
+        let grad_norm = scaled_norm / self.scaler.scale();
+        self.apply_gradients(grads, lr);
+        self.logger.log_mean("grad_norm", grad_norm);
+        Some(grad_norm)
+    }
+
     /// Each of this process's examples' timestep, importance weight and noise, drawn from a
     /// generator keyed by the example's index in the global batch.
-    fn draw_examples(
-        &self,
-        first: usize,
-        b: usize,
-        chw: usize,
-    ) -> (Vec<usize>, Vec<f32>, Vec<f32>) {
-        let timesteps = self.sampler.get().distribution();
-        let mut ts = Vec::with_capacity(b);
-        let mut weights = Vec::with_capacity(b);
-        let mut noise = Vec::with_capacity(b * chw);
+    fn draw_examples(&self, first: usize, b: usize, chw: usize) -> Examples {
+        let distribution = self.sampler.get().distribution();
+        let mut examples = Examples {
+            timesteps: Vec::with_capacity(b),
+            weights: Vec::with_capacity(b),
+            noise: Vec::with_capacity(b * chw),
+        };
         for i in 0..b {
             let mut rng = example_rng(self.opts.seed, self.step, (first + i) as u64);
-            let (t, w) = timesteps.draw(&mut rng);
-            ts.push(t);
-            weights.push(w);
-            noise.extend((0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+            let (t, w) = distribution.draw(&mut rng);
+            examples.timesteps.push(t);
+            examples.weights.push(w);
+            let noise = (0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) });
+            examples.noise.extend(noise);
         }
-        (ts, weights, noise)
+        examples
     }
 
     /// Shares every example's timestep and losses with all processes (in global order), feeds
@@ -573,7 +553,7 @@ impl<'d> Trainer<'d> {
 
     /// log2 of the current loss scale (meaningful with `use_fp16`).
     pub fn lg_loss_scale(&self) -> f64 {
-        self.lg_loss_scale
+        self.scaler.lg_scale()
     }
 
     /// Writes the averaged logs of the last interval (the main process only).
