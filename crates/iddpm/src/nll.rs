@@ -1,13 +1,15 @@
 //! Negative log-likelihood of a dataset in bits/dim (the reference's `image_nll.py`).
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::Dataset;
-use iddpm_diffusion::{Conditioning, GaussianDiffusion};
+use iddpm_diffusion::{BpdTerms, Conditioning, GaussianDiffusion};
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
 
 use crate::error::{Error, Result};
-use crate::sample::{Shard, batch_noise};
+use crate::sample::{Shard, batch_noise, batch_ranges};
 
 /// The bound over a set of images.
 #[derive(Debug, Clone)]
@@ -77,97 +79,12 @@ impl NllBatch {
         })
     }
 
-    /// How many values [`to_values`](Self::to_values) gives for `t` timesteps.
-    pub fn values_len(t: usize) -> usize {
-        4 + 3 * t
-    }
-}
-
-/// Evaluates the full variational bound on the first `num_images` images of `data` (in order),
-/// calling `progress(done, running_bpd)` after each batch.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_nll(
-    model: &UNetModel,
-    diffusion: &GaussianDiffusion,
-    data: &dyn Dataset,
-    num_images: usize,
-    batch_size: usize,
-    clip_denoised: bool,
-    seed: u64,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, f64),
-) -> Result<NllReport> {
-    let batches = evaluate_nll_batches(
-        model,
-        diffusion,
-        data,
-        num_images,
-        batch_size,
-        clip_denoised,
-        seed,
-        None,
-        device,
-        progress,
-    )?;
-    combine_nll(batches, diffusion.num_timesteps())
-}
-
-/// The per-batch sums of the bound over the first `num_images` images, only for the batches of
-/// `shard` when given (batch k belongs to process k mod count). Each batch draws its noise from
-/// its own generator, so the result does not depend on how batches are shared out.
-#[allow(clippy::too_many_arguments)]
-pub fn evaluate_nll_batches(
-    model: &UNetModel,
-    diffusion: &GaussianDiffusion,
-    data: &dyn Dataset,
-    num_images: usize,
-    batch_size: usize,
-    clip_denoised: bool,
-    seed: u64,
-    shard: Option<Shard>,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, f64),
-) -> Result<Vec<NllBatch>> {
-    if num_images == 0 || batch_size == 0 {
-        return Err(Error::Invalid(
-            "--num_samples and --batch_size must be at least 1".into(),
-        ));
-    }
-    let n = num_images.min(data.len());
-    if n == 0 {
-        return Err(Error::Invalid("the dataset is empty".into()));
-    }
-    let r = data.resolution();
-    let t = diffusion.num_timesteps();
-    let mut out = Vec::new();
-    let (mut done, mut running) = (0, 0f64);
-    for k in 0..n.div_ceil(batch_size) {
-        if shard.is_some_and(|sh| !sh.owns(k)) {
-            continue;
-        }
-        let first = k * batch_size;
-        let b = batch_size.min(n - first);
-        let mut values = Vec::with_capacity(b * 3 * r * r);
-        let mut labels = Vec::with_capacity(b);
-        for i in first..first + b {
-            let (img, label) = data.get(i)?;
-            values.extend(img);
-            labels.push(label.unwrap_or(0));
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(values, [b, 3, r, r]), device);
-        let cond = if model.is_class_conditional() {
-            Conditioning::labels(Tensor::<1, Int>::from_data(
-                TensorData::new(labels, [b]),
-                device,
-            ))
-        } else {
-            Conditioning::none()
-        };
-        let mut noise = batch_noise(seed, k);
-        let terms = diffusion.calc_bpd_loop(model, x, clip_denoised, &cond, &mut noise)?;
+    /// Batch `k`'s sums of the bound's `terms` over its images, for `t` timesteps.
+    fn from_terms(k: usize, terms: BpdTerms, t: usize) -> Self {
         let totals = to_f32_vec(terms.total_bpd);
         let mut sums = [vec![0f64; t], vec![0f64; t], vec![0f64; t]];
         for (acc, m) in sums.iter_mut().zip([terms.vb, terms.mse, terms.xstart_mse]) {
+            // [b, t] → per-timestep sums over the images.
             for row in to_f32_vec(m).chunks(t) {
                 for (a, v) in acc.iter_mut().zip(row) {
                     *a += *v as f64;
@@ -175,22 +92,116 @@ pub fn evaluate_nll_batches(
             }
         }
         let [vb, mse, xstart_mse] = sums;
-        let total = totals.iter().map(|&v| v as f64).sum::<f64>();
-        let total_sq = totals.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
-        done += b;
-        running += total;
-        progress(done, running / done as f64);
-        out.push(NllBatch {
+        Self {
             batch: k,
-            count: b,
-            total,
-            total_sq,
+            count: totals.len(),
+            total: totals.iter().map(|&v| v as f64).sum(),
+            total_sq: totals.iter().map(|&v| (v as f64).powi(2)).sum(),
             vb,
             mse,
             xstart_mse,
-        });
+        }
+    }
+
+    /// How many values [`to_values`](Self::to_values) gives for `t` timesteps.
+    pub fn values_len(t: usize) -> usize {
+        4 + 3 * t
+    }
+}
+
+/// Which images to evaluate, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct NllOptions {
+    /// Evaluate the first this many images of the dataset (all of them when it holds fewer).
+    pub num_images: usize,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Clamp predicted x_0 to [−1, 1] in every term of the bound.
+    pub clip_denoised: bool,
+    /// Seed of the forward-process noise.
+    pub seed: u64,
+    /// Evaluate only this share of the batches (one process of several); `None`: all.
+    pub shard: Option<Shard>,
+}
+
+/// Evaluates the full variational bound on the images `opts` names (in order), calling
+/// `progress(done, running_bpd)` after each batch.
+pub fn evaluate_nll(
+    model: &UNetModel,
+    diffusion: &GaussianDiffusion,
+    data: &dyn Dataset,
+    opts: &NllOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<NllReport> {
+    let batches = evaluate_nll_batches(model, diffusion, data, opts, device, progress)?;
+    combine_nll(batches, diffusion.num_timesteps())
+}
+
+/// The per-batch sums of the bound over the images `opts` names, only for the batches of
+/// `opts.shard` when given (batch k belongs to process k mod count). Each batch draws its noise
+/// from its own generator, so the result does not depend on how batches are shared out.
+pub fn evaluate_nll_batches(
+    model: &UNetModel,
+    diffusion: &GaussianDiffusion,
+    data: &dyn Dataset,
+    opts: &NllOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, f64),
+) -> Result<Vec<NllBatch>> {
+    if opts.num_images == 0 || opts.batch_size == 0 {
+        return Err(Error::Invalid(
+            "num_images and batch_size must be at least 1".into(),
+        ));
+    }
+    let n = opts.num_images.min(data.len());
+    if n == 0 {
+        return Err(Error::Invalid("the dataset is empty".into()));
+    }
+    let mut out = Vec::new();
+    let (mut done, mut running) = (0, 0f64);
+    for (k, part) in batch_ranges(n, opts.batch_size).enumerate() {
+        if opts.shard.is_some_and(|sh| !sh.owns(k)) {
+            continue;
+        }
+        let (x, cond) = load_batch(model, data, part, device)?;
+        let mut noise = batch_noise(opts.seed, k);
+        let terms = diffusion.calc_bpd_loop(model, x, opts.clip_denoised, &cond, &mut noise)?;
+        let batch = NllBatch::from_terms(k, terms, diffusion.num_timesteps());
+        done += batch.count;
+        running += batch.total;
+        progress(done, running / done as f64);
+        out.push(batch);
     }
     Ok(out)
+}
+
+/// The images `part` of `data` as `[b, 3, r, r]`, with their labels when `model` is
+/// class-conditional.
+fn load_batch(
+    model: &UNetModel,
+    data: &dyn Dataset,
+    part: Range<usize>,
+    device: &Device,
+) -> Result<(Tensor<4>, Conditioning)> {
+    let (b, r) = (part.len(), data.resolution());
+    let mut values = Vec::with_capacity(b * 3 * r * r);
+    let mut labels = Vec::with_capacity(b);
+    for i in part {
+        let (img, label) = data.get(i)?;
+        values.extend(img);
+        labels.push(label.unwrap_or(0));
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(values, [b, 3, r, r]), device);
+    let cond = if model.is_class_conditional() {
+        Conditioning::labels(Tensor::<1, Int>::from_data(
+            TensorData::new(labels, [b]),
+            device,
+        ))
+    } else {
+        Conditioning::none()
+    };
+    Ok((x, cond))
 }
 
 /// The report of all batches (from any processes), summed in batch order.

@@ -1,5 +1,7 @@
 //! Drawing image samples in batches, as the reference's `image_sample.py`.
 
+use std::ops::Range;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_diffusion::{
     Conditioning, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions, SampleRequest,
@@ -86,50 +88,63 @@ pub fn sample_images(
     device: &Device,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Samples> {
-    if opts.num_samples == 0 {
-        return Err(Error::Invalid("--num_samples must be at least 1".into()));
+    check_options(opts)?;
+    let labels = labels_to_sample(opts, model.is_class_conditional())?;
+    let sampler = BatchSampler {
+        model,
+        diffusion,
+        opts,
+        labels: labels.as_deref(),
+        device,
+    };
+    let s = opts.image_size;
+    let mut images = Vec::with_capacity(opts.num_samples * s * s * 3);
+    let mut own_labels = Vec::new();
+    let mut done_steps = 0u64;
+    let mut on_step = || {
+        done_steps += 1;
+        progress(done_steps);
+    };
+    for (k, part) in batch_ranges(opts.num_samples, opts.batch_size).enumerate() {
+        if opts.shard.is_some_and(|sh| !sh.owns(k)) {
+            continue;
+        }
+        let sample = sampler.sample_batch(k, part.clone(), &mut on_step)?;
+        images.extend(to_uint8_nhwc(&to_f32_vec(sample), part.len(), 3, s, s));
+        if let Some(l) = &labels {
+            own_labels.extend_from_slice(&l[part]);
+        }
+    }
+    Ok(Samples {
+        n: images.len() / (s * s * 3),
+        images,
+        labels: labels.map(|_| own_labels),
+        h: s,
+        w: s,
+    })
+}
+
+/// The index ranges of consecutive batches of `batch_size` (the last one may be smaller).
+pub(crate) fn batch_ranges(n: usize, batch_size: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n)
+        .step_by(batch_size)
+        .map(move |start| start..(start + batch_size).min(n))
+}
+
+/// Checks the sizes of everything `opts` holds against one another.
+fn check_options(opts: &SampleOptions) -> Result<()> {
+    let (n, s) = (opts.num_samples, opts.image_size);
+    if n == 0 {
+        return Err(Error::Invalid("num_samples must be at least 1".into()));
     }
     if opts.batch_size == 0 {
-        return Err(Error::Invalid("--batch_size must be at least 1".into()));
+        return Err(Error::Invalid("batch_size must be at least 1".into()));
     }
-    let (n, s) = (opts.num_samples, opts.image_size);
-    let class_cond = model.is_class_conditional();
-    let labels: Option<Vec<i64>> = match (&opts.labels, class_cond) {
-        (Some(l), true) => {
-            if l.len() != n {
-                return Err(Error::Invalid(format!(
-                    "{} labels given for {n} samples",
-                    l.len()
-                )));
-            }
-            if let Some(bad) = l.iter().find(|&&y| y < 0 || y >= NUM_CLASSES as i64) {
-                return Err(Error::Invalid(format!(
-                    "label {bad} is outside 0..{NUM_CLASSES}"
-                )));
-            }
-            Some(l.clone())
-        }
-        (Some(_), false) => {
-            return Err(Error::Invalid(
-                "--labels given, but the model is not class-conditional (--class_cond False)"
-                    .into(),
-            ));
-        }
-        (None, true) => {
-            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c61_6265_6c73);
-            Some(
-                (0..n)
-                    .map(|_| rng.random_range(0..NUM_CLASSES as i64))
-                    .collect(),
-            )
-        }
-        (None, false) => None,
-    };
     if let Some(noise) = &opts.init_noise
         && noise.len() != n * 3 * s * s
     {
         return Err(Error::Invalid(format!(
-            "--init_noise holds {} values; [{n}, 3, {s}, {s}] needs {}",
+            "the start noise holds {} values; [{n}, 3, {s}, {s}] needs {}",
             noise.len(),
             n * 3 * s * s
         )));
@@ -151,71 +166,108 @@ pub fn sample_images(
             sh.index, sh.count
         )));
     }
-    let mut images = Vec::with_capacity(n * s * s * 3);
-    let mut own_labels = Vec::new();
-    let mut done_steps = 0u64;
-    let mut start = 0;
-    let mut k = 0;
-    while start < n {
-        let b = opts.batch_size.min(n - start);
-        if opts.shard.is_some_and(|sh| !sh.owns(k)) {
-            start += b;
-            k += 1;
-            continue;
+    Ok(())
+}
+
+/// The class label of every sample: the given ones (checked), or drawn uniformly as the
+/// reference does for a class-conditional model; `None` for an unconditional one.
+fn labels_to_sample(opts: &SampleOptions, class_cond: bool) -> Result<Option<Vec<i64>>> {
+    let n = opts.num_samples;
+    match (&opts.labels, class_cond) {
+        (Some(l), true) => {
+            if l.len() != n {
+                return Err(Error::Invalid(format!(
+                    "{} labels given for {n} samples",
+                    l.len()
+                )));
+            }
+            if let Some(bad) = l.iter().find(|&&y| y < 0 || y >= NUM_CLASSES as i64) {
+                return Err(Error::Invalid(format!(
+                    "label {bad} is outside 0..{NUM_CLASSES}"
+                )));
+            }
+            Ok(Some(l.clone()))
         }
-        let mut noise = batch_noise(opts.seed, k);
-        let shape = [b, 3, s, s];
-        let x_t = match &opts.init_noise {
-            Some(all) => Some(Tensor::<4>::from_data(
-                TensorData::new(
-                    all[start * 3 * s * s..(start + b) * 3 * s * s].to_vec(),
-                    shape,
-                ),
-                device,
-            )),
-            None => Some(noise.sample(shape, device)?),
-        };
-        let mut cond = match &labels {
+        (Some(_), false) => Err(Error::Invalid(
+            "labels given, but the model is not class-conditional".into(),
+        )),
+        (None, true) => {
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c61_6265_6c73);
+            let labels = (0..n).map(|_| rng.random_range(0..NUM_CLASSES as i64));
+            Ok(Some(labels.collect()))
+        }
+        (None, false) => Ok(None),
+    }
+}
+
+/// Draws one batch after another with the same model, diffusion and options.
+struct BatchSampler<'a> {
+    model: &'a UNetModel,
+    diffusion: &'a GaussianDiffusion,
+    opts: &'a SampleOptions,
+    labels: Option<&'a [i64]>,
+    device: &'a Device,
+}
+
+impl BatchSampler<'_> {
+    /// Batch `k`, the samples `part`: its final x_0 `[b, 3, s, s]`.
+    fn sample_batch(
+        &self,
+        k: usize,
+        part: Range<usize>,
+        on_step: &mut dyn FnMut(),
+    ) -> Result<Tensor<4>> {
+        let s = self.opts.image_size;
+        let shape = [part.len(), 3, s, s];
+        let mut noise = batch_noise(self.opts.seed, k);
+        let x_t = self.start_noise(part.clone(), &mut noise)?;
+        let cond = self.conditioning(part);
+        let request = SampleRequest::new(self.opts.sampler, shape, &cond, &mut noise, self.device)
+            .starting_from(x_t)
+            .with_options(PredictOptions::clip(self.opts.clip_denoised));
+        let mut last = None;
+        for step in self
+            .diffusion
+            .sample_loop_progressive(self.model, request)?
+        {
+            last = Some(step?.sample);
+            on_step();
+        }
+        Ok(last.expect("a diffusion has at least one step"))
+    }
+
+    /// x_T of the samples `part`: the given start noise, or drawn from the batch's `noise`.
+    fn start_noise(&self, part: Range<usize>, noise: &mut SeededNoise) -> Result<Tensor<4>> {
+        let s = self.opts.image_size;
+        let shape = [part.len(), 3, s, s];
+        Ok(match &self.opts.init_noise {
+            Some(all) => {
+                let chw = 3 * s * s;
+                let values = all[part.start * chw..part.end * chw].to_vec();
+                Tensor::<4>::from_data(TensorData::new(values, shape), self.device)
+            }
+            None => noise.sample(shape, self.device)?,
+        })
+    }
+
+    /// The labels and low-resolution images of the samples `part`.
+    fn conditioning(&self, part: Range<usize>) -> Conditioning {
+        let b = part.len();
+        let mut cond = match self.labels {
             Some(l) => Conditioning::labels(Tensor::<1, Int>::from_data(
-                TensorData::new(l[start..start + b].to_vec(), [b]),
-                device,
+                TensorData::new(l[part.clone()].to_vec(), [b]),
+                self.device,
             )),
             None => Conditioning::none(),
         };
-        if let Some((values, small)) = &opts.low_res {
+        if let Some((values, small)) = &self.opts.low_res {
             let per = 3 * small * small;
+            let values = values[part.start * per..part.end * per].to_vec();
             cond.low_res = Some(Tensor::<4>::from_data(
-                TensorData::new(
-                    values[start * per..(start + b) * per].to_vec(),
-                    [b, 3, *small, *small],
-                ),
-                device,
+                TensorData::new(values, [b, 3, *small, *small]),
+                self.device,
             ));
         }
-        let mut request = SampleRequest::new(opts.sampler, shape, &cond, &mut noise, device)
-            .with_options(PredictOptions::clip(opts.clip_denoised));
-        request.start = x_t;
-        let steps = diffusion.sample_loop_progressive(model, request)?;
-        let mut last = None;
-        for step in steps {
-            last = Some(step?.sample);
-            done_steps += 1;
-            progress(done_steps);
-        }
-        let sample = last.expect("at least one step");
-        images.extend(to_uint8_nhwc(&to_f32_vec(sample), b, 3, s, s));
-        if let Some(l) = &labels {
-            own_labels.extend_from_slice(&l[start..start + b]);
-        }
-        start += b;
-        k += 1;
+        cond
     }
-    let count = images.len() / (s * s * 3);
-    Ok(Samples {
-        images,
-        labels: labels.map(|_| own_labels),
-        n: count,
-        h: s,
-        w: s,
-    })
 }

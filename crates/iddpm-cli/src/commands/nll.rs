@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, fashion_mnist};
 use iddpm::io::{NpyArray, NpyData, write_npz};
-use iddpm::nll::{NllBatch, combine_nll, evaluate_nll_batches};
+use iddpm::nll::{NllBatch, NllOptions, combine_nll, evaluate_nll_batches};
 use iddpm::progress;
 use iddpm::sample::Shard;
 
@@ -73,15 +73,18 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     if rank != 0 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let opts = NllOptions {
+        num_images: n,
+        batch_size: args.run.batch_size,
+        clip_denoised: args.clip_denoised,
+        seed: args.run.seed,
+        shard,
+    };
     let batches = evaluate_nll_batches(
         &model,
         &diffusion,
         data.as_ref(),
-        n,
-        args.run.batch_size,
-        args.clip_denoised,
-        args.run.seed,
-        shard,
+        &opts,
         &device,
         &mut |done, bpd| {
             bar.set_position(done as u64);

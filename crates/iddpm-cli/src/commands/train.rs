@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
-use iddpm::nll::evaluate_nll;
+use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::progress;
 use iddpm::train::{SamplerKind, TrainOptions, Trainer};
 
@@ -354,14 +354,18 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         let n = args.heldout_bpd.min(heldout.len());
         let model = trainer.inference_model().map_err(|e| e.to_string())?;
         let bar = progress::bar(n as u64, "held-out bits/dim", "images");
+        let opts = NllOptions {
+            num_images: n,
+            batch_size: args.batch_size.clamp(1, 64),
+            clip_denoised: true,
+            seed: args.seed,
+            shard: None,
+        };
         let report = evaluate_nll(
             model,
             &diffusion,
             &heldout,
-            n,
-            args.batch_size.clamp(1, 64),
-            true,
-            args.seed,
+            &opts,
             &device,
             &mut |done, bpd| {
                 bar.set_position(done as u64);
