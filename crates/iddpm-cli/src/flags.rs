@@ -1,6 +1,7 @@
 //! Flag conventions shared with the reference scripts: underscores (with kebab-case aliases)
 //! and `True`/`False` booleans, and the model and diffusion flags every command takes.
 
+use anyhow::{Context, anyhow};
 use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
 use iddpm::diffusion::{BetaSchedule, DiffusionConfig};
@@ -59,11 +60,9 @@ pub struct DiffusionFlags {
 
 impl DiffusionFlags {
     /// The diffusion configuration (`learn_sigma` from the model flags).
-    pub fn config(&self, learn_sigma: bool) -> Result<DiffusionConfig, String> {
-        let noise_schedule: BetaSchedule = self
-            .noise_schedule
-            .parse()
-            .map_err(|e| format!("--noise_schedule: {e}"))?;
+    pub fn config(&self, learn_sigma: bool) -> anyhow::Result<DiffusionConfig> {
+        let noise_schedule: BetaSchedule =
+            self.noise_schedule.parse().context("--noise_schedule")?;
         Ok(DiffusionConfig {
             diffusion_steps: self.diffusion_steps,
             noise_schedule,
@@ -127,11 +126,9 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     /// The network flags, with `image_size` replaced for super-resolution (`--large_size`).
-    pub fn model_flags(&self, image_size: usize) -> Result<ModelFlags, String> {
+    pub fn model_flags(&self, image_size: usize) -> anyhow::Result<ModelFlags> {
         let channel_mult = match &self.channel_mult {
-            Some(s) if !s.trim().is_empty() => {
-                Some(parse_usize_list("channel_mult", s).map_err(|e| e.to_string())?)
-            }
+            Some(s) if !s.trim().is_empty() => Some(parse_usize_list("channel_mult", s)?),
             _ => None,
         };
         Ok(ModelFlags {
@@ -151,7 +148,7 @@ impl ModelArgs {
     }
 
     /// The model and diffusion these flags describe.
-    pub fn spec(&self, image_size: usize, super_res: bool) -> Result<ModelSpec, String> {
+    pub fn spec(&self, image_size: usize, super_res: bool) -> anyhow::Result<ModelSpec> {
         Ok(ModelSpec {
             model: self.model_flags(image_size)?,
             diffusion: self.diffusion.config(self.learn_sigma)?,
@@ -227,11 +224,11 @@ impl RunFlags {
     }
 
     /// An error naming `--model_path` when it is not a file, before any work starts.
-    pub fn check_model_path(&self) -> Result<(), String> {
+    pub fn check_model_path(&self) -> anyhow::Result<()> {
         if self.model_path.is_file() {
             Ok(())
         } else {
-            Err(format!(
+            Err(anyhow!(
                 "--model_path {}: no such file",
                 self.model_path.display()
             ))

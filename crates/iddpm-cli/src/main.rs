@@ -62,8 +62,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", error_chain(&message));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes as "what failed: why: why", leaving out a cause whose text the
+/// message before it already shows (library errors often print their source themselves).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }

@@ -1,5 +1,6 @@
 //! `iddpm data`: dataset files to image folders, and `iddpm npz2png`.
 
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -39,9 +40,9 @@ pub struct DataArgs {
 }
 
 /// Writes the PNG folder.
-pub fn run(args: &DataArgs) -> Result<(), String> {
+pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     if args.image_size == Some(0) {
-        return Err("--image_size must be at least 1".into());
+        bail!("--image_size must be at least 1");
     }
     let n = match args.kind {
         Kind::Cifar10 => cifar10_to_folder(&args.input, &args.output, args.image_size),
@@ -62,8 +63,7 @@ pub fn run(args: &DataArgs) -> Result<(), String> {
                 args.image_size,
             )
         }
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     println!("wrote {n} images to {}", args.output.display());
     Ok(())
 }
@@ -85,48 +85,44 @@ pub struct Npz2PngArgs {
 }
 
 /// Converts a samples archive to PNG files and/or a grid.
-pub fn npz2png(args: &Npz2PngArgs) -> Result<(), String> {
-    let arr = read_npz_array(&args.npz, "arr_0").map_err(|e| e.to_string())?;
+pub fn npz2png(args: &Npz2PngArgs) -> anyhow::Result<()> {
+    let arr = read_npz_array(&args.npz, "arr_0")?;
     let NpyData::U8(pixels) = &arr.data else {
-        return Err(format!(
+        bail!(
             "{}: arr_0 is {}, expected uint8 images",
             args.npz.display(),
             arr.descr()
-        ));
+        );
     };
     let [n, h, w, c] = arr.shape[..] else {
-        return Err(format!(
+        bail!(
             "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
             args.npz.display(),
             arr.shape
-        ));
+        );
     };
     if c != 3 {
-        return Err(format!(
-            "{}: arr_0 has {c} channels, expected 3",
-            args.npz.display()
-        ));
+        bail!("{}: arr_0 has {c} channels, expected 3", args.npz.display());
     }
     let n = n.min(args.max_images);
     if args.output_dir.is_none() && args.grid.is_none() {
-        return Err("give --output_dir, --grid, or both".into());
+        bail!("give --output_dir, --grid, or both");
     }
     if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         for i in 0..n {
             let img = image::RgbImage::from_raw(
                 w as u32,
                 h as u32,
                 pixels[i * h * w * 3..(i + 1) * h * w * 3].to_vec(),
             )
-            .ok_or("bad image size")?;
-            iddpm::io::write_png(&dir.join(format!("{i:06}.png")), &img)
-                .map_err(|e| e.to_string())?;
+            .context("bad image size")?;
+            iddpm::io::write_png(&dir.join(format!("{i:06}.png")), &img)?;
         }
         println!("wrote {n} PNGs to {}", dir.display());
     }
     if let Some(grid) = &args.grid {
-        save_grid(grid, &pixels[..n * h * w * 3], n, h, w).map_err(|e| e.to_string())?;
+        save_grid(grid, &pixels[..n * h * w * 3], n, h, w)?;
         println!("wrote {}", grid.display());
     }
     Ok(())

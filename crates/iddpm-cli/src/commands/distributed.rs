@@ -1,6 +1,7 @@
 //! Running a command as one of several processes (data-parallel training, sharded sampling):
 //! where this process stands, joining the others, and collecting their samples.
 
+use anyhow::{Context, bail};
 use std::time::Duration;
 
 use burn::tensor::Device;
@@ -26,28 +27,26 @@ pub struct DistFlags {
 
 impl DistFlags {
     /// This process's rank and the number of processes.
-    pub fn placement(&self) -> Result<(usize, usize), String> {
-        let env = ProcessGroup::env_rank_and_size().map_err(|e| e.to_string())?;
+    pub fn placement(&self) -> anyhow::Result<(usize, usize)> {
+        let env = ProcessGroup::env_rank_and_size()?;
         let (rank, world) = match (self.rank, self.world_size, env) {
             (Some(r), Some(w), _) => (r, w),
             (None, None, Some(e)) => e,
             (None, None, None) => (0, 1),
             (Some(r), None, Some((_, w))) => (r, w),
             (None, Some(w), Some((r, _))) => (r, w),
-            _ => return Err("--rank and --world_size go together".into()),
+            _ => bail!("--rank and --world_size go together"),
         };
         if world == 0 || rank >= world {
-            return Err(format!(
-                "--rank {rank} does not exist with --world_size {world}"
-            ));
+            bail!("--rank {rank} does not exist with --world_size {world}");
         }
         Ok((rank, world))
     }
 
     /// The device for this process: with several processes, plain `cuda` becomes the GPU of
     /// the process's local rank (as the reference's `dist_util.dev()`).
-    pub fn device(&self, device: &str, rank: usize, world: usize) -> Result<Device, String> {
-        parse_device(&Self::device_name(device, rank, world)).map_err(|e| e.to_string())
+    pub fn device(&self, device: &str, rank: usize, world: usize) -> anyhow::Result<Device> {
+        Ok(parse_device(&Self::device_name(device, rank, world))?)
     }
 
     fn device_name(device: &str, rank: usize, world: usize) -> String {
@@ -67,7 +66,7 @@ impl DistFlags {
     }
 
     /// Joins the other processes (a group of one when alone).
-    pub fn connect(&self, rank: usize, world: usize) -> Result<ProcessGroup, String> {
+    pub fn connect(&self, rank: usize, world: usize) -> anyhow::Result<ProcessGroup> {
         if world == 1 {
             return Ok(ProcessGroup::single());
         }
@@ -77,7 +76,7 @@ impl DistFlags {
             .unwrap_or_else(ProcessGroup::env_master_addr);
         println!("rank {rank} of {world}: meeting at {addr}");
         ProcessGroup::connect(rank, world, &addr, Duration::from_secs(600))
-            .map_err(|e| e.to_string())
+            .with_context(|| format!("rank {rank} of {world} could not join the others at {addr}"))
     }
 }
 
@@ -88,7 +87,7 @@ pub fn gather_samples(
     mine: Samples,
     n: usize,
     batch_size: usize,
-) -> Result<Option<Samples>, String> {
+) -> anyhow::Result<Option<Samples>> {
     let world = group.world_size();
     if world == 1 {
         return Ok(Some(mine));
@@ -100,7 +99,7 @@ pub fn gather_samples(
     if let Some(l) = &mine.labels {
         bytes.extend(l.iter().flat_map(|v| v.to_le_bytes()));
     }
-    let Some(parts) = group.gather_bytes(&bytes).map_err(|e| e.to_string())? else {
+    let Some(parts) = group.gather_bytes(&bytes)? else {
         return Ok(None);
     };
     // Split each rank's bytes back into its images and labels.
@@ -118,10 +117,10 @@ pub fn gather_samples(
         let image_bytes = count * per_image;
         let want = image_bytes + if with_labels { count * 8 } else { 0 };
         if part.len() != want {
-            return Err(format!(
+            bail!(
                 "rank {rank} sent {} bytes of samples, {want} expected (are the flags the same?)",
                 part.len()
-            ));
+            );
         }
         images_of.push(part[..image_bytes].to_vec());
         labels_of.push(

@@ -1,5 +1,6 @@
 //! `iddpm eval`: FID, precision and recall (guided-diffusion's evaluator semantics).
 
+use anyhow::bail;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -33,14 +34,14 @@ pub struct EvalArgs {
 }
 
 /// Prints FID, precision and recall and writes them as JSON.
-pub fn run(args: &EvalArgs) -> Result<(), String> {
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     // Bad inputs are reported before the weights are looked for or loaded.
-    iddpm::evaluate::load_batch(&args.sample_batch).map_err(|e| e.to_string())?;
+    iddpm::evaluate::load_batch(&args.sample_batch)?;
     if !args.ref_batch.exists() {
-        return Err(format!(
+        bail!(
             "--ref_batch {}: no such file or folder",
             args.ref_batch.display()
-        ));
+        );
     }
     let output = match (&args.output, &args.output_dir) {
         (Some(file), _) => file.clone(),
@@ -52,9 +53,8 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::commands::ensure_writable_dir(dir)?;
     }
-    let weights =
-        find_inception_weights(args.inception_path.as_deref()).map_err(|e| e.to_string())?;
-    let device = parse_device(&args.device).map_err(|e| e.to_string())?;
+    let weights = find_inception_weights(args.inception_path.as_deref())?;
+    let device = parse_device(&args.device)?;
     let mut bar: Option<(String, indicatif::ProgressBar)> = None;
     let report = evaluate(
         &weights,
@@ -76,8 +76,7 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
                 b.set_position(done as u64);
             }
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if let Some((_, b)) = bar {
         b.finish_and_clear();
     }
@@ -104,11 +103,8 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         "sample_batch": args.sample_batch.display().to_string(),
         "inception_weights": weights.display().to_string(),
     });
-    let json = format!(
-        "{}\n",
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
-    );
-    iddpm::checkpoint::write_atomic(&output, json.as_bytes()).map_err(|e| e.to_string())?;
+    let json = format!("{}\n", serde_json::to_string_pretty(&json)?);
+    iddpm::checkpoint::write_atomic(&output, json.as_bytes())?;
     println!("wrote {}", output.display());
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod schedule;
 pub mod super_res;
 pub mod train;
 
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
@@ -63,11 +64,11 @@ fn utc_stamp(secs: u64) -> String {
 }
 
 /// Creates `dir` and checks that a file can be written there, before any long work starts.
-pub fn ensure_writable_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("output directory {}: {e}", dir.display()))?;
+pub fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("output directory {}", dir.display()))?;
     let probe = dir.join(format!(".iddpm-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")
-        .map_err(|e| format!("output directory {} is not writable: {e}", dir.display()))?;
+        .with_context(|| format!("output directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -78,7 +79,7 @@ pub fn write_samples(
     dir: &Path,
     samples: Samples,
     shown: usize,
-) -> Result<(PathBuf, PathBuf), String> {
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (n, h, w) = (samples.n, samples.h, samples.w);
     let stem = format!("samples_{n}x{h}x{w}x3");
     let images = NpyArray {
@@ -94,13 +95,13 @@ pub fn write_samples(
         arrays.push(("arr_1", l));
     }
     let npz = dir.join(format!("{stem}.npz"));
-    write_npz(&npz, &arrays).map_err(|e| e.to_string())?;
+    write_npz(&npz, &arrays)?;
     let NpyData::U8(pixels) = &images.data else {
         unreachable!("built as uint8 above")
     };
     let shown = n.min(shown);
     let png = dir.join(format!("{stem}.png"));
-    save_grid(&png, &pixels[..shown * h * w * 3], shown, h, w).map_err(|e| e.to_string())?;
+    save_grid(&png, &pixels[..shown * h * w * 3], shown, h, w)?;
     Ok((npz, png))
 }
 

@@ -1,5 +1,6 @@
 //! `iddpm nll`: the reference's `image_nll.py`.
 
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
@@ -34,9 +35,9 @@ pub struct NllArgs {
 }
 
 /// Prints the running bits/dim and writes the per-timestep terms.
-pub fn run(args: &NllArgs) -> Result<(), String> {
+pub fn run(args: &NllArgs) -> anyhow::Result<()> {
     if args.num_samples == 0 || args.run.batch_size == 0 {
-        return Err("--num_samples and --batch_size must be at least 1".into());
+        bail!("--num_samples and --batch_size must be at least 1");
     }
     let (rank, world) = args.dist.placement()?;
     let device = args.dist.device(&args.run.device, rank, world)?;
@@ -45,13 +46,16 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     args.run.check_model_path()?;
     let data: Box<dyn Dataset> = match &args.data_dir {
         Some(dir) => Box::new(
-            ImageFolder::open(dir, size, spec.model.class_cond).map_err(|e| e.to_string())?,
+            ImageFolder::open(dir, size, spec.model.class_cond)
+                .with_context(|| format!("reading --data_dir {}", dir.display()))?,
         ),
         None => {
             if size != fashion_mnist::RESOLUTION {
-                return Err("the embedded Fashion-MNIST images are 32x32: pass --image_size 32 or --data_dir".into());
+                bail!(
+                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 or --data_dir"
+                );
             }
-            let mut all = fashion_mnist::embedded().map_err(|e| e.to_string())?;
+            let mut all = fashion_mnist::embedded()?;
             Box::new(all.split_off(1000))
         }
     };
@@ -62,7 +66,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
-        .map_err(|e| e.to_string())?;
+        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
     let n = args.num_samples.min(data.len());
     let mut group = args.dist.connect(rank, world)?;
     let shard = (world > 1).then_some(Shard {
@@ -90,8 +94,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             bar.set_position(done as u64);
             bar.suspend(|| println!("done {done} samples: bpd={bpd}"));
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     bar.finish_and_clear();
     // With several processes, rank 0 collects every batch's sums and writes the results.
     let t = diffusion.num_timesteps();
@@ -101,7 +104,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
             .flat_map(NllBatch::to_values)
             .flat_map(f64::to_le_bytes)
             .collect();
-        let Some(parts) = group.gather_bytes(&bytes).map_err(|e| e.to_string())? else {
+        let Some(parts) = group.gather_bytes(&bytes)? else {
             return Ok(());
         };
         let mut all = Vec::new();
@@ -111,7 +114,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect();
             for chunk in values.chunks(NllBatch::values_len(t)) {
-                all.push(NllBatch::from_values(chunk, t).ok_or_else(|| {
+                all.push(NllBatch::from_values(chunk, t).with_context(|| {
                     format!("rank {r} sent malformed results (are the flags the same?)")
                 })?);
             }
@@ -120,7 +123,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
     } else {
         batches
     };
-    let report = combine_nll(batches, t).map_err(|e| e.to_string())?;
+    let report = combine_nll(batches, t)?;
     for (name, terms) in [
         ("vb", &report.vb),
         ("mse", &report.mse),
@@ -133,8 +136,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         write_npz(
             &output_dir.join(format!("{name}_terms.npz")),
             &[("arr_0", &array)],
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     let summary = serde_json::json!({
         "bpd": report.bpd,
@@ -144,8 +146,7 @@ pub fn run(args: &NllArgs) -> Result<(), String> {
         "clip_denoised": args.clip_denoised,
     });
     let path = output_dir.join("nll_results.json");
-    iddpm::checkpoint::write_atomic(&path, format!("{summary:#}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
+    iddpm::checkpoint::write_atomic(&path, format!("{summary:#}\n").as_bytes())?;
     println!(
         "NLL: {:.4} ± {:.4} bits/dim (standard error) over {} images; wrote {}",
         report.bpd,

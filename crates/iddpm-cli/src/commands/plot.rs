@@ -1,6 +1,7 @@
 //! `iddpm plot`: line charts of CSV columns (progress.csv, the reproduction study's results) as
 //! PNGs with labelled axes.
 
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -47,18 +48,18 @@ struct SeriesSpec {
     y: String,
 }
 
-fn parse_spec(spec: &str) -> Result<SeriesSpec, String> {
+fn parse_spec(spec: &str) -> anyhow::Result<SeriesSpec> {
     let bad = || format!("--series {spec:?}: expected LABEL=FILE.csv:XCOLUMN:YCOLUMN");
     // Taken apart from the right: labels may hold '=' ("Σ = β") and file paths ':'.
     let mut parts = spec.rsplitn(3, ':');
     let (y, x, rest) = (
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
+        parts.next().with_context(bad)?,
+        parts.next().with_context(bad)?,
+        parts.next().with_context(bad)?,
     );
-    let (label, file) = rest.rsplit_once('=').ok_or_else(bad)?;
+    let (label, file) = rest.rsplit_once('=').with_context(bad)?;
     if label.is_empty() || file.is_empty() || x.is_empty() || y.is_empty() {
-        return Err(bad());
+        bail!(bad());
     }
     Ok(SeriesSpec {
         label: label.into(),
@@ -70,17 +71,17 @@ fn parse_spec(spec: &str) -> Result<SeriesSpec, String> {
 
 /// The `(x, y)` pairs of two named columns of a CSV file with a header row; rows where either
 /// cell is empty or not a number are skipped.
-fn read_columns(path: &Path, x: &str, y: &str) -> Result<Vec<(f64, f64)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_columns(path: &Path, x: &str, y: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .next()
-        .ok_or_else(|| format!("{}: empty file", path.display()))?
+        .with_context(|| format!("{}: empty file", path.display()))?
         .split(',')
         .map(str::trim)
         .collect();
     let column = |name: &str| {
-        header.iter().position(|h| *h == name).ok_or_else(|| {
+        header.iter().position(|h| *h == name).with_context(|| {
             format!(
                 "{}: no column {name:?} (columns: {})",
                 path.display(),
@@ -99,7 +100,7 @@ fn read_columns(path: &Path, x: &str, y: &str) -> Result<Vec<(f64, f64)>, String
 }
 
 /// Reads every series and writes the chart.
-pub fn run(args: &PlotArgs) -> Result<(), String> {
+pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let specs = args
         .series
         .iter()
@@ -133,7 +134,7 @@ pub fn run(args: &PlotArgs) -> Result<(), String> {
         log_y: args.log_y,
         markers: args.points,
     };
-    save_chart(&args.output, &chart, &series).map_err(|e| e.to_string())?;
+    save_chart(&args.output, &chart, &series)?;
     println!("wrote {}", args.output.display());
     Ok(())
 }
@@ -163,7 +164,7 @@ mod tests {
             read_columns(&path, "step", "loss").unwrap(),
             vec![(1.0, 0.5), (3.0, 0.25)]
         );
-        let err = read_columns(&path, "step", "fid").unwrap_err();
+        let err = read_columns(&path, "step", "fid").unwrap_err().to_string();
         assert!(
             err.contains("no column \"fid\"") && err.contains("loss, step"),
             "{err}"

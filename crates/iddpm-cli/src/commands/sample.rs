@@ -1,5 +1,6 @@
 //! `iddpm sample`: the reference's `image_sample.py`.
 
+use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,36 +35,36 @@ pub struct SampleArgs {
     pub model: ModelArgs,
 }
 
-fn parse_labels(spec: &str, n: usize) -> Result<Vec<i64>, String> {
+fn parse_labels(spec: &str, n: usize) -> anyhow::Result<Vec<i64>> {
     let path = Path::new(spec);
     let labels: Vec<i64> = if spec.ends_with(".npy") || path.is_file() {
-        let array = NpyArray::read(path).map_err(|e| e.to_string())?;
+        let array = NpyArray::read(path)?;
         array
             .to_i64()
-            .ok_or_else(|| format!("--labels {spec}: the array must hold integers"))?
+            .with_context(|| format!("--labels {spec}: the array must hold integers"))?
     } else {
         spec.split(',')
             .map(|s| {
                 s.trim()
                     .parse::<i64>()
-                    .map_err(|_| format!("--labels: {s:?} is not an integer label"))
+                    .map_err(|_| anyhow!("--labels: {s:?} is not an integer label"))
             })
             .collect::<Result<_, _>>()?
     };
     match labels.len() {
         1 => Ok(vec![labels[0]; n]),
         l if l == n => Ok(labels),
-        l => Err(format!("--labels gives {l} labels for --num_samples {n}")),
+        l => Err(anyhow!("--labels gives {l} labels for --num_samples {n}")),
     }
 }
 
 /// Samples and writes `samples_{N}x{H}x{W}x3.npz` (plus labels) and a PNG grid.
-pub fn run(args: &SampleArgs) -> Result<(), String> {
+pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     if args.num_samples == 0 {
-        return Err("--num_samples must be at least 1".into());
+        bail!("--num_samples must be at least 1");
     }
     if args.run.batch_size == 0 {
-        return Err("--batch_size must be at least 1".into());
+        bail!("--batch_size must be at least 1");
     }
     let (rank, world) = args.dist.placement()?;
     let device = args.dist.device(&args.run.device, rank, world)?;
@@ -76,14 +77,14 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     };
     let init_noise = match &args.init_noise {
         Some(path) => {
-            let a = NpyArray::read(path).map_err(|e| e.to_string())?;
+            let a = NpyArray::read(path)?;
             let want = [args.num_samples, 3, size, size];
             if a.shape != want {
-                return Err(format!(
+                bail!(
                     "--init_noise {}: shape {:?}, expected {want:?}",
                     path.display(),
                     a.shape
-                ));
+                );
             }
             Some(a.to_f32())
         }
@@ -96,7 +97,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
     }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
-        .map_err(|e| e.to_string())?;
+        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
     let opts = SampleOptions {
         num_samples: args.num_samples,
         batch_size: args.run.batch_size,
@@ -132,8 +133,7 @@ pub fn run(args: &SampleArgs) -> Result<(), String> {
                 images.min(args.num_samples as f64) / secs
             ));
         }
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     bar.finish_and_clear();
     // With several processes, rank 0 collects every batch and writes the files.
     let Some(samples) = gather_samples(&mut group, samples, args.num_samples, args.run.batch_size)?

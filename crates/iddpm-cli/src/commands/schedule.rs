@@ -12,9 +12,9 @@ pub struct ScheduleArgs {
 }
 
 /// Prints one line per kept timestep.
-pub fn run(args: &ScheduleArgs) -> Result<(), String> {
+pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
     let config = args.diffusion.config(false)?;
-    let diffusion = config.build().map_err(|e| e.to_string())?;
+    let diffusion = config.build()?;
     println!(
         "{} schedule: {} of {} steps",
         config.noise_schedule,

@@ -1,5 +1,6 @@
 //! `iddpm super_res_sample`: the reference's `super_res_sample.py`.
 
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 
 use clap::Args;
@@ -37,36 +38,37 @@ pub struct SuperResArgs {
 }
 
 /// Upsamples the base samples and writes `samples_{N}x{L}x{L}x3.npz` and a grid.
-pub fn run(args: &SuperResArgs) -> Result<(), String> {
-    let arrays = read_npz(&args.base_samples).map_err(|e| e.to_string())?;
+pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
+    let arrays = read_npz(&args.base_samples)
+        .with_context(|| format!("reading --base_samples {}", args.base_samples.display()))?;
     let arr = arrays
         .iter()
         .find(|(n, _)| n == "arr_0")
         .map(|(_, a)| a)
-        .ok_or_else(|| format!("{}: no array named arr_0", args.base_samples.display()))?;
+        .with_context(|| format!("{}: no array named arr_0", args.base_samples.display()))?;
     let NpyData::U8(pixels) = &arr.data else {
-        return Err(format!(
+        bail!(
             "{}: arr_0 must be uint8 images",
             args.base_samples.display()
-        ));
+        );
     };
     let [count, h, w, c] = arr.shape[..] else {
-        return Err(format!(
+        bail!(
             "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
             args.base_samples.display(),
             arr.shape
-        ));
+        );
     };
     let s = args.small_size;
     if (h, w, c) != (s, s, 3) {
-        return Err(format!(
+        bail!(
             "{}: images are {h}x{w}x{c}, --small_size {s} needs {s}x{s}x3",
             args.base_samples.display()
-        ));
+        );
     }
     let n = args.num_samples.unwrap_or(count).min(count);
     if n == 0 {
-        return Err("no images to upsample (--num_samples 0 or an empty arr_0)".into());
+        bail!("no images to upsample (--num_samples 0 or an empty arr_0)");
     }
     let mut low = vec![0f32; n * 3 * s * s];
     for b in 0..n {
@@ -83,7 +85,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
         .and_then(|(_, a)| a.to_i64())
         .map(|l| l[..n].to_vec());
     let labels = if args.model.class_cond {
-        Some(labels.ok_or_else(|| {
+        Some(labels.with_context(|| {
             format!(
                 "{}: a class-conditional model needs arr_1 labels",
                 args.base_samples.display()
@@ -102,7 +104,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     }
     let (model, diffusion) = spec
         .load(&args.run.model_path, &device)
-        .map_err(|e| e.to_string())?;
+        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
     let opts = SampleOptions {
         num_samples: n,
         batch_size: args.run.batch_size,
@@ -129,8 +131,7 @@ pub fn run(args: &SuperResArgs) -> Result<(), String> {
     }
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |d| {
         bar.set_position(d)
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     bar.finish_and_clear();
     let Some(samples) = gather_samples(&mut group, samples, n, args.run.batch_size)? else {
         return Ok(());

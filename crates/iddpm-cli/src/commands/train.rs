@@ -1,6 +1,7 @@
 //! `iddpm train` and `iddpm super_res_train`: the reference's `image_train.py` and
 //! `super_res_train.py`.
 
+use anyhow::{Context, anyhow, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,41 +125,38 @@ const HELDOUT: usize = 1000;
 
 /// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
 /// save a checkpoint first).
-pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
+pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     if args.use_fp16 && !args.device.starts_with("cuda") {
-        return Err(format!(
+        bail!(
             "--use_fp16 True needs a CUDA device (--device cuda), not --device {}: \
              f16 on the CPU is slower than f32; train in f32",
             args.device
-        ));
+        );
     }
     if args.fp16_scale_growth.is_nan() || args.fp16_scale_growth < 0.0 {
-        return Err(format!(
+        bail!(
             "--fp16_scale_growth {} must be zero or positive",
             args.fp16_scale_growth
-        ));
+        );
     }
     let (rank, world_size) = args.dist.placement()?;
     let device = args.dist.device(&args.device, rank, world_size)?;
     let size = if super_res {
         args.large_size
-            .ok_or("super_res_train needs --large_size")?
+            .context("super_res_train needs --large_size")?
     } else {
         args.model.image_size
     };
     let small_size = if super_res {
         Some(
             args.small_size
-                .ok_or("super_res_train needs --small_size")?,
+                .context("super_res_train needs --small_size")?,
         )
     } else {
         None
     };
     let spec = args.model.spec(size, super_res)?;
-    let unet = spec
-        .model
-        .unet_config(super_res)
-        .map_err(|e| e.to_string())?;
+    let unet = spec.model.unet_config(super_res)?;
     let ema_rates = args
         .ema_rate
         .split(',')
@@ -166,13 +164,13 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         .map(|s| {
             s.trim()
                 .parse::<f64>()
-                .map_err(|_| format!("--ema_rate: {s:?} is not a number"))
+                .map_err(|_| anyhow!("--ema_rate: {s:?} is not a number"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let schedule_sampler: SamplerKind = args
         .schedule_sampler
-        .parse()
-        .map_err(|e: iddpm::train::TrainError| e.to_string())?;
+        .parse::<SamplerKind>()
+        .context("--schedule_sampler")?;
     let log_dir = args.log_dir.clone().unwrap_or_else(|| {
         let command = if super_res {
             "super_res_train"
@@ -189,18 +187,18 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
     ensure_writable_dir(&log_dir)?;
     let (train_data, heldout): (Box<dyn Dataset>, Option<InMemoryDataset>) = match &args.data_dir {
         Some(dir) => {
-            let folder =
-                ImageFolder::open(dir, size, spec.model.class_cond).map_err(|e| e.to_string())?;
+            let folder = ImageFolder::open(dir, size, spec.model.class_cond)
+                .with_context(|| format!("reading --data_dir {}", dir.display()))?;
             println!("data: {} images in {}", folder.len(), dir.display());
             (Box::new(folder), None)
         }
         None => {
             if size != fashion_mnist::RESOLUTION {
-                return Err(format!(
+                bail!(
                     "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
-                ));
+                );
             }
-            let mut all = fashion_mnist::embedded().map_err(|e| e.to_string())?;
+            let mut all = fashion_mnist::embedded()?;
             let heldout = all.split_off(HELDOUT);
             println!(
                 "data: embedded Fashion-MNIST, {} training and {} held-out images",
@@ -243,24 +241,28 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         train_data.as_ref(),
         opts,
         &device,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     if world_size > 1 {
         let group = args.dist.connect(rank, world_size)?;
-        trainer.join_group(group).map_err(|e| e.to_string())?;
+        trainer.join_group(group)?;
     }
     let main = rank == 0;
     if !args.resume_checkpoint.is_empty() {
         let step = trainer
             .resume(std::path::Path::new(&args.resume_checkpoint))
-            .map_err(|e| e.to_string())?;
+            .with_context(|| {
+                format!(
+                    "resuming from --resume_checkpoint {}",
+                    args.resume_checkpoint
+                )
+            })?;
         println!("resumed from {} at step {step}", args.resume_checkpoint);
     }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
+            .context("cannot install the Ctrl-C handler")?;
     }
     let total = match (args.max_steps, args.lr_anneal_steps) {
         (Some(m), _) => m,
@@ -282,10 +284,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
     let mut last_saved = None;
     while !trainer.finished() {
         // Every process stops at the same step when any of them is interrupted.
-        let interrupted = trainer
-            .group_mut()
-            .any(stop.load(Ordering::SeqCst))
-            .map_err(|e| e.to_string())?;
+        let interrupted = trainer.group_mut().any(stop.load(Ordering::SeqCst))?;
         if interrupted {
             bar.suspend(|| {
                 eprintln!(
@@ -295,7 +294,9 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             });
             break;
         }
-        let report = trainer.run_step().map_err(|e| e.to_string())?;
+        let report = trainer
+            .run_step()
+            .with_context(|| format!("training step {}", trainer.step() + 1))?;
         if report.skipped {
             bar.suspend(|| {
                 eprintln!(
@@ -314,10 +315,12 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             images / secs.max(1e-9)
         ));
         if report.step % args.log_interval == 0 {
-            trainer.dump_logs().map_err(|e| e.to_string())?;
+            trainer.dump_logs()?;
         }
         if report.step % args.save_interval == 0 {
-            let path = bar.suspend(|| trainer.save()).map_err(|e| e.to_string())?;
+            let path = bar
+                .suspend(|| trainer.save())
+                .with_context(|| format!("saving a checkpoint in {}", log_dir.display()))?;
             last_saved = Some(report.step);
             if main {
                 bar.suspend(|| println!("saved {}", path.display()));
@@ -325,9 +328,11 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
         }
     }
     // The last steps' logs, unless the last log interval just ended.
-    trainer.dump_logs().map_err(|e| e.to_string())?;
+    trainer.dump_logs()?;
     if last_saved != Some(trainer.step()) && trainer.step() > first_step {
-        let path = trainer.save().map_err(|e| e.to_string())?;
+        let path = trainer
+            .save()
+            .with_context(|| format!("saving a checkpoint in {}", log_dir.display()))?;
         if main {
             bar.suspend(|| println!("saved {}", path.display()));
         }
@@ -343,16 +348,11 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
     );
     if args.heldout_bpd > 0 && main {
         let Some(heldout) = heldout else {
-            return Err(
-                "--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data".into(),
-            );
+            bail!("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data");
         };
-        let diffusion = spec
-            .diffusion_config()
-            .build_with_respacing("")
-            .map_err(|e| e.to_string())?;
+        let diffusion = spec.diffusion_config().build_with_respacing("")?;
         let n = args.heldout_bpd.min(heldout.len());
-        let model = trainer.inference_model().map_err(|e| e.to_string())?;
+        let model = trainer.inference_model()?;
         let bar = progress::bar(n as u64, "held-out bits/dim", "images");
         let opts = NllOptions {
             num_images: n,
@@ -371,8 +371,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
                 bar.set_position(done as u64);
                 bar.set_message(format!("{bpd:.4} bits/dim"));
             },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         bar.finish_and_clear();
         println!(
             "held-out NLL of the EMA model: {:.4} ± {:.4} bits/dim over {} images (± one standard error)",
@@ -382,8 +381,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> Result<(), String> {
             "heldout_bpd,{},{},{}\n",
             report.bpd, report.num_images, report.bpd_stderr
         );
-        iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())
-            .map_err(|e| e.to_string())?;
+        iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())?;
     }
     if main {
         let secs = started.elapsed().as_secs();
