@@ -1,12 +1,14 @@
 //! Flag conventions shared with the reference scripts: underscores (with kebab-case aliases)
 //! and `True`/`False` booleans, and the model and diffusion flags every command takes.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
+use std::fmt::Display;
+use std::str::FromStr;
+
 use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
 use iddpm::diffusion::{BetaSchedule, DiffusionConfig};
 use iddpm::nn::ModelFlags;
-use iddpm::nn::config::parse_usize_list;
 
 /// Parses a boolean as the reference's `str2bool` does (`True`, `true`, `yes`, `1`, ...).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -14,6 +16,27 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "t" | "yes" | "y" | "1" => Ok(true),
         "false" | "f" | "no" | "n" | "0" => Ok(false),
         _ => Err(format!("{s:?} is not a boolean; use True or False")),
+    }
+}
+
+/// A comma-separated list flag ("0.9999,0.999" or "1,2,2"), parsed once by clap. Empty
+/// items are skipped, so "" is the empty list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommaList<T>(pub Vec<T>);
+
+impl<T: FromStr> FromStr for CommaList<T>
+where
+    T::Err: Display,
+{
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| item.parse().map_err(|e| format!("{item:?}: {e}")))
+            .collect::<Result<_, _>>()
+            .map(CommaList)
     }
 }
 
@@ -33,7 +56,7 @@ pub struct DiffusionFlags {
         alias = "noise-schedule",
         default_value = "linear"
     )]
-    pub noise_schedule: String,
+    pub noise_schedule: BetaSchedule,
     /// Timesteps to keep: "" (all), section counts like "250" or "10,15,20", or "ddimN".
     #[arg(
         long = "timestep_respacing",
@@ -59,13 +82,12 @@ pub struct DiffusionFlags {
 }
 
 impl DiffusionFlags {
-    /// The diffusion configuration (`learn_sigma` from the model flags).
-    pub fn config(&self, learn_sigma: bool) -> anyhow::Result<DiffusionConfig> {
-        let noise_schedule: BetaSchedule =
-            self.noise_schedule.parse().context("--noise_schedule")?;
-        Ok(DiffusionConfig {
+    /// The diffusion configuration (`learn_sigma` from the model flags: one flag for both
+    /// halves, as the reference passes it).
+    pub fn config(&self, learn_sigma: bool) -> DiffusionConfig {
+        DiffusionConfig {
             diffusion_steps: self.diffusion_steps,
-            noise_schedule,
+            noise_schedule: self.noise_schedule,
             learn_sigma,
             sigma_small: self.sigma_small,
             use_kl: self.use_kl,
@@ -73,7 +95,7 @@ impl DiffusionFlags {
             rescale_timesteps: self.rescale_timesteps,
             rescale_learned_sigmas: self.rescale_learned_sigmas,
             timestep_respacing: self.timestep_respacing.clone(),
-        })
+        }
     }
 }
 
@@ -119,7 +141,7 @@ pub struct ModelArgs {
     pub use_scale_shift_norm: bool,
     /// Channel multipliers per resolution, e.g. "1,2,2,2" (default: from --image_size).
     #[arg(long = "channel_mult", alias = "channel-mult")]
-    pub channel_mult: Option<String>,
+    pub channel_mult: Option<CommaList<usize>>,
     #[command(flatten)]
     pub diffusion: DiffusionFlags,
 }
@@ -127,10 +149,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The network flags, with `image_size` replaced for super-resolution (`--large_size`).
     pub fn model_flags(&self, image_size: usize) -> anyhow::Result<ModelFlags> {
-        let channel_mult = match &self.channel_mult {
-            Some(s) if !s.trim().is_empty() => Some(parse_usize_list("channel_mult", s)?),
-            _ => None,
-        };
+        let channel_mult = self.channel_mult.clone().map(|m| m.0);
         Ok(ModelFlags {
             image_size,
             num_channels: self.num_channels,
@@ -143,7 +162,7 @@ impl ModelArgs {
             class_cond: self.class_cond,
             use_checkpoint: self.use_checkpoint,
             use_scale_shift_norm: self.use_scale_shift_norm,
-            channel_mult,
+            channel_mult: channel_mult.filter(|m| !m.is_empty()),
         })
     }
 
@@ -151,7 +170,7 @@ impl ModelArgs {
     pub fn spec(&self, image_size: usize, super_res: bool) -> anyhow::Result<ModelSpec> {
         Ok(ModelSpec {
             model: self.model_flags(image_size)?,
-            diffusion: self.diffusion.config(self.learn_sigma)?,
+            diffusion: self.diffusion.config(self.learn_sigma),
             super_res,
         })
     }

@@ -179,6 +179,17 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
     );
     check(with_model(&["--timestep_respacing", "ddim99"]), "ddim99");
     check(with_model(&["--learn_sigma", "maybe"]), "maybe");
+    // Typed flags are parsed by clap, which names the flag and the value.
+    check(with_model(&["--noise_schedule", "quadratic"]), "quadratic");
+    check(
+        with_model(&["--noise_schedule", "quadratic"]),
+        "--noise_schedule",
+    );
+    check(with_model(&["--channel_mult", "1,two"]), "\"two\"");
+    let train_flags =
+        |flag: &'static str, value: &'static str| vec!["train", flag, value, "--log_dir", out_s];
+    check(train_flags("--ema_rate", "0.999,fast"), "\"fast\"");
+    check(train_flags("--schedule_sampler", "lossy"), "lossy");
     // Several processes: a rank outside the world, or half of the pair.
     check(
         with_model(&["--rank", "2", "--world_size", "2"]),

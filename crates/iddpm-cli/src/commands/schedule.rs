@@ -13,7 +13,7 @@ pub struct ScheduleArgs {
 
 /// Prints one line per kept timestep.
 pub fn run(args: &ScheduleArgs) -> anyhow::Result<()> {
-    let config = args.diffusion.config(false)?;
+    let config = args.diffusion.config(false);
     let diffusion = config.build()?;
     println!(
         "{} schedule: {} of {} steps",

@@ -1,7 +1,7 @@
 //! `iddpm train` and `iddpm super_res_train`: the reference's `image_train.py` and
 //! `super_res_train.py`.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use iddpm::train::{SamplerKind, TrainOptions, Trainer};
 
 use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
-use crate::flags::{ModelArgs, parse_bool};
+use crate::flags::{CommaList, ModelArgs, parse_bool};
 
 /// Arguments of `iddpm train`.
 #[derive(Args)]
@@ -44,7 +44,7 @@ pub struct TrainArgs {
     pub microbatch: i64,
     /// EMA rates, comma-separated.
     #[arg(long = "ema_rate", alias = "ema-rate", default_value = "0.9999")]
-    pub ema_rate: String,
+    pub ema_rate: CommaList<f64>,
     /// Steps between log dumps.
     #[arg(long = "log_interval", alias = "log-interval", default_value_t = 10)]
     pub log_interval: u64,
@@ -79,7 +79,7 @@ pub struct TrainArgs {
         alias = "schedule-sampler",
         default_value = "uniform"
     )]
-    pub schedule_sampler: String,
+    pub schedule_sampler: SamplerKind,
     /// Stop after this many steps in total.
     #[arg(long = "max_steps", alias = "max-steps")]
     pub max_steps: Option<u64>,
@@ -157,20 +157,6 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     };
     let spec = args.model.spec(size, super_res)?;
     let unet = spec.model.unet_config(super_res)?;
-    let ema_rates = args
-        .ema_rate
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse::<f64>()
-                .map_err(|_| anyhow!("--ema_rate: {s:?} is not a number"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedule_sampler: SamplerKind = args
-        .schedule_sampler
-        .parse::<SamplerKind>()
-        .context("--schedule_sampler")?;
     let log_dir = args.log_dir.clone().unwrap_or_else(|| {
         let command = if super_res {
             "super_res_train"
@@ -219,12 +205,12 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         lr_anneal_steps: args.lr_anneal_steps,
         batch_size: args.batch_size,
         microbatch,
-        ema_rates,
+        ema_rates: args.ema_rate.0.clone(),
         log_interval: args.log_interval,
         save_interval: args.save_interval,
         max_steps: args.max_steps,
         seed: args.seed,
-        schedule_sampler,
+        schedule_sampler: args.schedule_sampler,
         log_dir: log_dir.clone(),
         preview_samples: args.preview_samples,
         preview_steps: args.preview_steps,
@@ -237,7 +223,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     };
     let mut trainer = Trainer::new(
         unet,
-        spec.diffusion_config(),
+        spec.diffusion.clone(),
         train_data.as_ref(),
         opts,
         &device,
@@ -350,7 +336,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         let Some(heldout) = heldout else {
             bail!("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data");
         };
-        let diffusion = spec.diffusion_config().build_with_respacing("")?;
+        let diffusion = spec.diffusion.build_with_respacing("")?;
         let n = args.heldout_bpd.min(heldout.len());
         let model = trainer.inference_model()?;
         let bar = progress::bar(n as u64, "held-out bits/dim", "images");
