@@ -357,9 +357,9 @@ impl GaussianDiffusion {
                  {} needs {expected} output channels{}",
                 self.var_type,
                 if self.var_type.is_learned() {
-                    " (a model built with --learn_sigma True)"
+                    " (a model built with learn_sigma = true)"
                 } else {
-                    " (a model built with --learn_sigma False)"
+                    " (a model built with learn_sigma = false)"
                 }
             )));
         }

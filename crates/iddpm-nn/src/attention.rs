@@ -33,25 +33,25 @@ impl AttentionBlock {
 
     /// `[B, C, H, W] -> [B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // B batch, C channels, T = H·W positions, n heads of d = C/n channels, N = B·n.
         let [b, c, h, w] = x.dims();
-        let t = h * w;
-        let x: Tensor<3> = x.reshape([b, c, t]);
-        let qkv = self.qkv.forward(self.norm.forward(x.clone()));
-        let d = c / self.num_heads;
-        let qkv: Tensor<3> = qkv.reshape([b * self.num_heads, 3 * d, t]);
+        let (n, d, t) = (self.num_heads, c / self.num_heads, h * w);
+        let x: Tensor<3> = x.reshape([b, c, t]); // [B, C, T]
+        let qkv = self.qkv.forward(self.norm.forward(x.clone())); // [B, 3C, T]
+        let qkv: Tensor<3> = qkv.reshape([b * n, 3 * d, t]); // [N, 3d, T], head-major
         // Scaling q and k separately by d^(-1/4) is more stable in f16 than scaling the product.
         let scale = (1.0 / (d as f64).sqrt().sqrt()) as f32;
-        let q = qkv.clone().narrow(1, 0, d).mul_scalar(scale);
-        let k = qkv.clone().narrow(1, d, d).mul_scalar(scale);
-        let v = qkv.narrow(1, 2 * d, d);
-        let logits = q.swap_dims(1, 2).matmul(k); // [N, T(query), S(key)]
+        let q = qkv.clone().narrow(1, 0, d).mul_scalar(scale); // [N, d, T]
+        let k = qkv.clone().narrow(1, d, d).mul_scalar(scale); // [N, d, S], S = T keys
+        let v = qkv.narrow(1, 2 * d, d); // [N, d, S]
+        let logits = q.swap_dims(1, 2).matmul(k); // [N, T, d] · [N, d, S] = [N, T, S]
         let dtype = logits.dtype();
         // The softmax runs in f32 even when the torso runs in f16.
-        let weight = to_dtype(softmax_last_dim(to_dtype(logits, DType::F32)), dtype);
-        let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, T]
-        let out: Tensor<3> = out.reshape([b, c, t]);
-        let out = self.proj_out.forward(out);
-        (x + out).reshape([b, c, h, w])
+        let weight = to_dtype(softmax_last_dim(to_dtype(logits, DType::F32)), dtype); // [N, T, S]
+        let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, S] · [N, S, T] = [N, d, T]
+        let out: Tensor<3> = out.reshape([b, c, t]); // [B, C, T], heads back side by side
+        let out = self.proj_out.forward(out); // [B, C, T]
+        (x + out).reshape([b, c, h, w]) // [B, C, H, W]
     }
 }
 

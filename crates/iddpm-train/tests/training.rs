@@ -209,14 +209,14 @@ fn bad_options_are_rejected_before_training() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("--microbatch 16"), "{err}");
+    assert!(err.contains("microbatch 16"), "{err}");
     let mut o = options("bad2");
     o.batch_size = 9;
     let err = Trainer::new(tiny_net(0.0), diffusion(), &data, o, &Device::flex())
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("fewer than --batch_size 9"), "{err}");
+    assert!(err.contains("fewer than batch_size 9"), "{err}");
 }
 
 // Mixed precision (`--use_fp16`): the torso runs in f16 with dynamic loss scaling.

@@ -114,27 +114,27 @@ impl<'d> Trainer<'d> {
         device: &Device,
     ) -> Result<Self> {
         if opts.batch_size == 0 {
-            return Err(TrainError::Config("--batch_size must be at least 1".into()));
+            return Err(TrainError::Config("batch_size must be at least 1".into()));
         }
         if opts.microbatch > opts.batch_size {
             return Err(TrainError::Config(format!(
-                "--microbatch {} is larger than --batch_size {}",
+                "microbatch {} is larger than batch_size {}",
                 opts.microbatch, opts.batch_size
             )));
         }
         if opts.log_interval == 0 || opts.save_interval == 0 {
             return Err(TrainError::Config(
-                "--log_interval and --save_interval must be at least 1".into(),
+                "log_interval and save_interval must be at least 1".into(),
             ));
         }
         if let Some(rate) = opts.ema_rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
             return Err(TrainError::Config(format!(
-                "--ema_rate {rate} is not in [0, 1)"
+                "EMA rate {rate} is not in [0, 1)"
             )));
         }
         if opts.lr.is_nan() || opts.lr <= 0.0 {
             return Err(TrainError::Config(format!(
-                "--lr {} must be positive",
+                "lr {} must be positive",
                 opts.lr
             )));
         }
@@ -143,7 +143,7 @@ impl<'d> Trainer<'d> {
             && (small == 0 || !resolution.is_multiple_of(small))
         {
             return Err(TrainError::Config(format!(
-                "--small_size {small} must divide --large_size {resolution}"
+                "small_size {small} must divide the resolution {resolution}"
             )));
         }
         let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
@@ -155,7 +155,7 @@ impl<'d> Trainer<'d> {
         unet_config.check_image_size(resolution)?;
         if data.len() < opts.batch_size {
             return Err(TrainError::Config(format!(
-                "the dataset has {} images, fewer than --batch_size {}",
+                "the dataset has {} images, fewer than batch_size {}",
                 data.len(),
                 opts.batch_size
             )));
@@ -228,7 +228,7 @@ impl<'d> Trainer<'d> {
         let data = self.loader.data();
         if data.len() < global_batch {
             return Err(TrainError::Config(format!(
-                "the dataset has {} images, fewer than --batch_size {} x {} processes",
+                "the dataset has {} images, fewer than batch_size {} x {} processes",
                 data.len(),
                 self.opts.batch_size,
                 group.world_size()

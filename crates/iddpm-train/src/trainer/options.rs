@@ -21,7 +21,7 @@ impl FromStr for SamplerKind {
             "uniform" => Ok(Self::Uniform),
             "loss-second-moment" => Ok(Self::LossSecondMoment),
             other => Err(TrainError::Config(format!(
-                "--schedule_sampler {other:?}: expected uniform or loss-second-moment"
+                "schedule sampler {other:?}: expected uniform or loss-second-moment"
             ))),
         }
     }
