@@ -5,8 +5,8 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use iddpm::diffusion::{
-    BetaSchedule, Conditioning, DiffusionCoefficients, DiffusionConfig, PredictOptions,
-    RecordedNoise, SampleRequest, Sampler,
+    BetaSchedule, Conditioning, DiffusionCoefficients, DiffusionConfig, GaussianDiffusion,
+    PredictOptions, RecordedNoise, SampleRequest, Sampler,
 };
 use iddpm::nn::{ModelFlags, UNetModel, UNetTrace, load_weights, param_names, state_dict_of};
 use serde_json::Value;
@@ -359,6 +359,15 @@ fn ts_of(f: &TensorFile, name: &str) -> Vec<usize> {
     f.usize(name)
 }
 
+/// One reference diffusion case: its vectors, our diffusion, the model and the coefficients.
+#[derive(Clone, Copy)]
+struct Case<'a> {
+    f: &'a TensorFile,
+    d: &'a GaussianDiffusion,
+    model: &'a UNetModel,
+    coefs: &'a DiffusionCoefficients,
+}
+
 fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut Group) {
     let f = TensorFile::open(dir, &format!("diffusion_{id}.safetensors"));
     let d = match m.config.build() {
@@ -368,36 +377,71 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
             return;
         }
     };
-    if let Some(desc) = meta.get("diffusion") {
-        for (key, ours) in [
-            ("model_mean_type", d.mean_type().as_str()),
-            ("model_var_type", d.var_type().as_str()),
-            ("loss_type", d.loss_type().as_str()),
-        ] {
-            if let Some(want) = desc.get(key).and_then(Value::as_str)
-                && want != ours
-            {
-                group.fail(format!("{key}: ours {ours}, reference {want}"));
-            }
-        }
-    }
-    let model = &m.model;
+    check_types(&d, meta, group);
     let coefs = DiffusionCoefficients::clone(d.coefficients());
     check_coefficients(group, &f, "diffusion", &coefs, Tol::rel(1e-10));
-    let abs5 = Tol::abs(1e-5);
-    let abs4 = Tol::abs(1e-4);
+    let case = Case {
+        f: &f,
+        d: &d,
+        model: &m.model,
+        coefs: &coefs,
+    };
+    check_forward_process(&case, group);
+    check_training_losses(&case, group);
+    check_p_mean_variance(&case, group);
+    check_p_sample(&case, group);
+    for name in ["ddim", "p_sample_loop"] {
+        check_sampling_loop(&case, meta, &m.config, name, group);
+    }
+    check_bpd_loop(&case, meta, group);
+}
 
-    // (g) the forward process.
+/// The mean, variance and loss types the reference reports for this diffusion.
+fn check_types(d: &GaussianDiffusion, meta: &Value, group: &mut Group) {
+    let Some(desc) = meta.get("diffusion") else {
+        return;
+    };
+    for (key, ours) in [
+        ("model_mean_type", d.mean_type().as_str()),
+        ("model_var_type", d.var_type().as_str()),
+        ("loss_type", d.loss_type().as_str()),
+    ] {
+        if let Some(want) = desc.get(key).and_then(Value::as_str)
+            && want != ours
+        {
+            group.fail(format!("{key}: ours {ours}, reference {want}"));
+        }
+    }
+}
+
+/// x̂_0 = f(ε̂) amplifies the network's error by sqrt(1/ᾱ_t − 1) (README "Tolerances"): the
+/// tolerance of element i of items of `per_item` values at timesteps `t`.
+fn xstart_tol(
+    coefs: &DiffusionCoefficients,
+    t: &[usize],
+    per_item: usize,
+) -> impl Fn(usize) -> Tol {
+    let amp: Vec<f64> = t
+        .iter()
+        .map(|&s| coefs.sqrt_recipm1_alphas_cumprod[s].max(1.0))
+        .collect();
+    move |i: usize| Tol::abs(1e-4 * amp[i / per_item])
+}
+
+/// (g) The forward process: q_sample, the posterior and q(x_t | x_0).
+fn check_forward_process(case: &Case, group: &mut Group) {
+    let Case { f, d, .. } = *case;
+    let abs5 = Tol::abs(1e-5);
     if f.has("q.x_start") {
-        let x0 = t4(&f, "q.x_start");
-        let t = ts_of(&f, "q.t");
+        let x0 = t4(f, "q.x_start");
+        let t = ts_of(f, "q.t");
         if f.has("q_sample.x_t") {
-            let xt = d.q_sample(x0.clone(), &t, t4(&f, "q.noise"));
+            let xt = d.q_sample(x0.clone(), &t, t4(f, "q.noise"));
             group.check("q_sample.x_t", &to_f64(xt), f.get("q_sample.x_t"), abs5);
         }
         if f.has("q_posterior.mean") {
             let (mean, var, logvar) =
-                d.q_posterior_mean_variance(x0.clone(), t4(&f, "q_posterior.x_t"), &t);
+                d.q_posterior_mean_variance(x0.clone(), t4(f, "q_posterior.x_t"), &t);
             group.check(
                 "q_posterior.mean",
                 &to_f64(mean),
@@ -439,21 +483,16 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
             );
         }
     }
+}
 
-    // x̂_0 = f(ε̂) amplifies the network's error by sqrt(1/ᾱ_t − 1) (README "Tolerances").
-    let xstart_tol = |t: &[usize], per_item: usize| {
-        let amp: Vec<f64> = t
-            .iter()
-            .map(|&s| coefs.sqrt_recipm1_alphas_cumprod[s].max(1.0))
-            .collect();
-        move |i: usize| Tol::abs(1e-4 * amp[i / per_item])
-    };
-
-    // (a) training losses.
+/// (a) The training losses, with x_t rebuilt from the recorded noise.
+fn check_training_losses(case: &Case, group: &mut Group) {
+    let Case { f, d, model, .. } = *case;
+    let abs5 = Tol::abs(1e-5);
     if f.has("training_losses.x_start") {
-        let x0 = t4(&f, "training_losses.x_start");
-        let t = ts_of(&f, "training_losses.t");
-        let noise = t4(&f, "training_losses.noise");
+        let x0 = t4(f, "training_losses.x_start");
+        let t = ts_of(f, "training_losses.t");
+        let noise = t4(f, "training_losses.noise");
         if f.has("training_losses.x_t") {
             let xt = d.q_sample(x0.clone(), &t, noise.clone());
             group.check(
@@ -463,7 +502,7 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
                 abs5,
             );
         }
-        let cond = conditioning(&f, &["training_losses", "forward"]);
+        let cond = conditioning(f, &["training_losses", "forward"]);
         match d.training_losses(model, x0, &t, noise, &cond) {
             Ok(l) => {
                 group.check(
@@ -502,13 +541,17 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
             Err(e) => group.fail(format!("training_losses: {e}")),
         }
     }
+}
 
-    // (b) p_mean_variance, clipped and not.
+/// (b) p_mean_variance, clipped and not.
+fn check_p_mean_variance(case: &Case, group: &mut Group) {
+    let Case { f, d, model, coefs } = *case;
+    let abs4 = Tol::abs(1e-4);
     if f.has("p_mean_variance.x_t") {
-        let xt = t4(&f, "p_mean_variance.x_t");
-        let t = ts_of(&f, "p_mean_variance.t");
+        let xt = t4(f, "p_mean_variance.x_t");
+        let t = ts_of(f, "p_mean_variance.t");
         let per_item = xt.dims()[1..].iter().product();
-        let cond = conditioning(&f, &["p_mean_variance", "forward"]);
+        let cond = conditioning(f, &["p_mean_variance", "forward"]);
         match d.p_mean_variance(model, xt.clone(), &t, PredictOptions::clipped(), &cond) {
             Ok(p) => {
                 let dims = xt.dims();
@@ -534,7 +577,7 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
                     "p_mean_variance.pred_xstart",
                     &to_f64(p.pred_xstart),
                     f.get("p_mean_variance.pred_xstart"),
-                    xstart_tol(&t, per_item),
+                    xstart_tol(coefs, &t, per_item),
                 );
             }
             Err(e) => group.fail(format!("p_mean_variance: {e}")),
@@ -560,21 +603,25 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
                         "p_mean_variance_noclip.pred_xstart",
                         &to_f64(p.pred_xstart),
                         f.get("p_mean_variance_noclip.pred_xstart"),
-                        xstart_tol(&t, per_item),
+                        xstart_tol(coefs, &t, per_item),
                     );
                 }
                 Err(e) => group.fail(format!("p_mean_variance_noclip: {e}")),
             }
         }
     }
+}
 
-    // (c) one ancestral step with the recorded noise.
+/// (c) One ancestral step with the recorded noise.
+fn check_p_sample(case: &Case, group: &mut Group) {
+    let Case { f, d, model, coefs } = *case;
+    let abs4 = Tol::abs(1e-4);
     if f.has("p_sample.x_t") {
-        let xt = t4(&f, "p_sample.x_t");
-        let t = ts_of(&f, "p_sample.t");
+        let xt = t4(f, "p_sample.x_t");
+        let t = ts_of(f, "p_sample.t");
         let per_item = xt.dims()[1..].iter().product();
-        let cond = conditioning(&f, &["p_sample", "forward"]);
-        let mut noise = RecordedNoise::new(vec![t4(&f, "p_sample.z")]);
+        let cond = conditioning(f, &["p_sample", "forward"]);
+        let mut noise = RecordedNoise::new(vec![t4(f, "p_sample.z")]);
         match d.p_sample(model, xt, &t, PredictOptions::clipped(), &cond, &mut noise) {
             Ok(s) => {
                 group.check(
@@ -587,109 +634,122 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
                     "p_sample.pred_xstart",
                     &to_f64(s.pred_xstart),
                     f.get("p_sample.pred_xstart"),
-                    xstart_tol(&t, per_item),
+                    xstart_tol(coefs, &t, per_item),
                 );
             }
             Err(e) => group.fail(format!("p_sample: {e}")),
         }
     }
+}
 
-    // (d) DDIM and (e) ancestral loops on their respaced diffusions.
-    for (name, sampler_group) in [("ddim", "ddim"), ("p_sample_loop", "p_sample_loop")] {
-        if !f.has(&format!("{name}.x_T")) {
-            continue;
+/// (d) DDIM or (e) the ancestral loop (`name`), on the respaced diffusion `meta[name]` names,
+/// with the recorded noise.
+fn check_sampling_loop(
+    case: &Case,
+    meta: &Value,
+    config: &DiffusionConfig,
+    name: &str,
+    group: &mut Group,
+) {
+    let Case { f, model, .. } = *case;
+    let abs4 = Tol::abs(1e-4);
+    let sampler_group = name;
+    if !f.has(&format!("{name}.x_T")) {
+        return;
+    }
+    let spec = &meta[sampler_group];
+    let respacing = spec
+        .get("timestep_respacing")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let clip = spec
+        .get("clip_denoised")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let sampler = if name == "ddim" {
+        Sampler::Ddim {
+            eta: spec.get("eta").and_then(Value::as_f64).unwrap_or(0.0),
         }
-        let spec = &meta[sampler_group];
-        let respacing = spec
-            .get("timestep_respacing")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let clip = spec
-            .get("clip_denoised")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        let sampler = if name == "ddim" {
-            Sampler::Ddim {
-                eta: spec.get("eta").and_then(Value::as_f64).unwrap_or(0.0),
-            }
-        } else {
-            Sampler::Ancestral
-        };
-        let spaced = match m.config.build_with_respacing(respacing) {
-            Ok(s) => s,
-            Err(e) => {
-                group.fail(format!("{name}: cannot respace with {respacing:?}: {e}"));
-                continue;
-            }
-        };
-        if let Some(map) = spec
-            .pointer("/diffusion/timestep_map")
-            .and_then(Value::as_array)
-        {
-            let want: Vec<usize> = map.iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            group.check_usize(
-                &format!("{name}.timestep_map"),
-                spaced.timestep_map(),
-                &want,
-            );
+    } else {
+        Sampler::Ancestral
+    };
+    let spaced = match config.build_with_respacing(respacing) {
+        Ok(s) => s,
+        Err(e) => {
+            group.fail(format!("{name}: cannot respace with {respacing:?}: {e}"));
+            return;
         }
-        let x_t = t4(&f, &format!("{name}.x_T"));
-        let shape = x_t.dims();
-        let mut noise = if f.has(&format!("{name}.noises")) {
-            let all = f.shape(&format!("{name}.noises")).to_vec();
-            let n = all[0];
-            let whole = f.f32(&format!("{name}.noises"));
-            let per = whole.len() / n;
-            RecordedNoise::new((0..n).map(|k| {
-                Tensor::from_data(
-                    TensorData::new(whole[k * per..(k + 1) * per].to_vec(), shape),
-                    &device(),
-                )
-            }))
-        } else {
-            RecordedNoise::new(Vec::new())
-        };
-        let cond = conditioning(&f, &[name, "sampling", "forward"]);
-        let request = SampleRequest::new(sampler, shape, &cond, &mut noise, &device())
-            .starting_from(x_t)
-            .with_options(PredictOptions::clip(clip));
-        let steps = spaced.sample_loop_progressive(model, request);
-        let mut step_b0 = Vec::new();
-        let mut last = None;
-        match steps {
-            Ok(steps) => {
-                for s in steps {
-                    match s {
-                        Ok(s) => {
-                            step_b0.extend(to_f64(s.sample.clone().narrow(0, 0, 1)));
-                            last = Some(s.sample);
-                        }
-                        Err(e) => {
-                            group.fail(format!("{name}: {e}"));
-                            break;
-                        }
+    };
+    if let Some(map) = spec
+        .pointer("/diffusion/timestep_map")
+        .and_then(Value::as_array)
+    {
+        let want: Vec<usize> = map.iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        group.check_usize(
+            &format!("{name}.timestep_map"),
+            spaced.timestep_map(),
+            &want,
+        );
+    }
+    let x_t = t4(f, &format!("{name}.x_T"));
+    let shape = x_t.dims();
+    let mut noise = if f.has(&format!("{name}.noises")) {
+        let all = f.shape(&format!("{name}.noises")).to_vec();
+        let n = all[0];
+        let whole = f.f32(&format!("{name}.noises"));
+        let per = whole.len() / n;
+        RecordedNoise::new((0..n).map(|k| {
+            Tensor::from_data(
+                TensorData::new(whole[k * per..(k + 1) * per].to_vec(), shape),
+                &device(),
+            )
+        }))
+    } else {
+        RecordedNoise::new(Vec::new())
+    };
+    let cond = conditioning(f, &[name, "sampling", "forward"]);
+    let request = SampleRequest::new(sampler, shape, &cond, &mut noise, &device())
+        .starting_from(x_t)
+        .with_options(PredictOptions::clip(clip));
+    let steps = spaced.sample_loop_progressive(model, request);
+    let mut step_b0 = Vec::new();
+    let mut last = None;
+    match steps {
+        Ok(steps) => {
+            for s in steps {
+                match s {
+                    Ok(s) => {
+                        step_b0.extend(to_f64(s.sample.clone().narrow(0, 0, 1)));
+                        last = Some(s.sample);
+                    }
+                    Err(e) => {
+                        group.fail(format!("{name}: {e}"));
+                        break;
                     }
                 }
             }
-            Err(e) => group.fail(format!("{name}: {e}")),
         }
-        if let Some(last) = last {
-            group.check(
-                &format!("{name}.sample"),
-                &to_f64(last),
-                f.get(&format!("{name}.sample")),
-                abs4,
-            );
-            let key = format!("{name}.step_samples_b0");
-            if f.has(&key) {
-                group.check(&key, &step_b0, f.get(&key), abs4);
-            }
+        Err(e) => group.fail(format!("{name}: {e}")),
+    }
+    if let Some(last) = last {
+        group.check(
+            &format!("{name}.sample"),
+            &to_f64(last),
+            f.get(&format!("{name}.sample")),
+            abs4,
+        );
+        let key = format!("{name}.step_samples_b0");
+        if f.has(&key) {
+            group.check(&key, &step_b0, f.get(&key), abs4);
         }
     }
+}
 
-    // (f) the bits/dim loop with the recorded noise.
+/// (f) The bits/dim loop with the recorded noise.
+fn check_bpd_loop(case: &Case, meta: &Value, group: &mut Group) {
+    let Case { f, d, model, .. } = *case;
     if f.has("calc_bpd_loop.x_start") {
-        let x0 = t4(&f, "calc_bpd_loop.x_start");
+        let x0 = t4(f, "calc_bpd_loop.x_start");
         let shape = x0.dims();
         let all = f.shape("calc_bpd_loop.noises").to_vec();
         let whole = f.f32("calc_bpd_loop.noises");
@@ -704,7 +764,7 @@ fn check_diffusion(dir: &Path, id: &str, meta: &Value, m: &RefModel, group: &mut
             .pointer("/calc_bpd_loop/clip_denoised")
             .and_then(Value::as_bool)
             .unwrap_or(true);
-        let cond = conditioning(&f, &["calc_bpd_loop", "forward"]);
+        let cond = conditioning(f, &["calc_bpd_loop", "forward"]);
         match d.calc_bpd_loop(model, x0, clip, &cond, &mut noise) {
             Ok(terms) => {
                 let small = Tol::sum(1e-4, 1e-6);
