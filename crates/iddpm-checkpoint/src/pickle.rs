@@ -208,222 +208,271 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| format!("pickle memo key {key} is undefined"))
     }
 
+    /// Runs the opcodes until STOP and returns the value left on the stack.
     fn run(mut self) -> Result<Value, String> {
         loop {
             let op = self.u8()?;
-            match op {
-                0x80 => {
-                    self.u8()?; // PROTO
-                }
-                0x95 => {
-                    self.take(8)?; // FRAME
-                }
-                b'.' => return self.pop(), // STOP
-                b'(' => self.stack.push(Slot::Mark),
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
-                b'J' => {
-                    let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
-                    self.push(Value::Int(v as i64));
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v as i64));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.push(Value::Int(v as i64));
-                }
-                0x8a => {
-                    // LONG1: little-endian two's complement of n bytes.
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    if n > 8 {
-                        return Err("integer too large in pickle".into());
-                    }
-                    let mut buf = [0u8; 8];
-                    buf[..n].copy_from_slice(b);
-                    if n > 0 && b[n - 1] & 0x80 != 0 {
-                        buf[n..].fill(0xff);
-                    }
-                    self.push(Value::Int(i64::from_le_bytes(buf)));
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
-                    self.push(Value::Float(v));
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                    self.push(Value::Str(s));
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                    self.push(Value::Str(s));
-                }
-                // Python 2 `str` (BINSTRING / SHORT_BINSTRING) is raw bytes (e.g. array data).
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b));
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b));
-                }
-                b'B' => {
-                    let n = self.u32()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b));
-                }
-                b'C' => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(b));
-                }
-                b')' => self.push(Value::Tuple(Vec::new())),
-                b']' => self.push(Value::List(Vec::new())),
-                b'}' => self.push(Value::Dict(Vec::new())),
-                b't' => {
-                    let items = self.pop_to_mark()?;
-                    self.push(Value::Tuple(items));
-                }
-                b'l' => {
-                    let items = self.pop_to_mark()?;
-                    self.push(Value::List(items));
-                }
-                b'd' => {
-                    let items = self.pop_to_mark()?;
-                    let dict = pairs(items)?;
-                    self.push(Value::Dict(dict));
-                }
-                0x85 => {
-                    let a = self.pop()?;
-                    self.push(Value::Tuple(vec![a]));
-                }
-                0x86 => {
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.push(Value::Tuple(vec![a, b]));
-                }
-                0x87 => {
-                    let c = self.pop()?;
-                    let b = self.pop()?;
-                    let a = self.pop()?;
-                    self.push(Value::Tuple(vec![a, b, c]));
-                }
-                b'q' => {
-                    let k = self.u8()? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                b'r' => {
-                    let k = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                0x94 => {
-                    let k = self.memo.len() as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                b'h' => {
-                    let k = self.u8()? as u32;
-                    let v = self.memo_get(k)?;
-                    self.push(v);
-                }
-                b'j' => {
-                    let k = self.u32()?;
-                    let v = self.memo_get(k)?;
-                    self.push(v);
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.push(v),
-                        _ => return Err("APPEND to a non-list".into()),
-                    }
-                }
-                b'e' => {
-                    let items = self.pop_to_mark()?;
-                    match self.top()? {
-                        Value::List(l) => l.extend(items),
-                        _ => return Err("APPENDS to a non-list".into()),
-                    }
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.push((k, v)),
-                        _ => return Err("SETITEM on a non-dict".into()),
-                    }
-                }
-                b'u' => {
-                    let items = self.pop_to_mark()?;
-                    let new = pairs(items)?;
-                    match self.top()? {
-                        Value::Dict(d) => d.extend(new),
-                        _ => return Err("SETITEMS on a non-dict".into()),
-                    }
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.push(global(module, name)?);
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.push(global(m, n)?),
-                        _ => return Err("STACK_GLOBAL needs two strings".into()),
-                    }
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    self.push(persistent_storage(pid)?);
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    self.push(call(func, args)?);
-                }
-                0x81 => {
-                    // NEWOBJ: cls.__new__(cls, *args); only TorchScript classes.
-                    let _args = self.pop()?;
-                    let cls = self.pop()?;
-                    match cls {
-                        Value::Global(m, n) if m.starts_with("__torch__") => {
-                            self.push(Value::Object {
-                                class: format!("{m}.{n}"),
-                                state: Box::new(Value::None),
-                            })
-                        }
-                        other => return Err(format!("NEWOBJ of {other:?} is not allowed")),
-                    }
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    match self.top()? {
-                        Value::Object { class, .. } if class.starts_with("numpy.dtype:") => {}
-                        Value::Object { state: s, .. } => **s = state,
-                        // OrderedDict._metadata and tensor hooks: irrelevant to the values.
-                        Value::Dict(_) | Value::Tensor(_) => {}
-                        other => return Err(format!("BUILD on {other:?} is not allowed")),
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "unsupported pickle opcode 0x{other:02x} at byte {}",
-                        self.pos - 1
-                    ));
-                }
+            if op == b'.' {
+                return self.pop(); // STOP
+            }
+            let known = self.scalar_op(op)?
+                || self.text_op(op)?
+                || self.container_op(op)?
+                || self.memo_op(op)?
+                || self.object_op(op)?;
+            if !known {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{op:02x} at byte {}",
+                    self.pos - 1
+                ));
             }
         }
+    }
+
+    /// Framing, MARK, and the constants: None, booleans, integers, floats.
+    /// Returns whether `op` was one of them.
+    fn scalar_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            0x80 => {
+                self.u8()?; // PROTO
+            }
+            0x95 => {
+                self.take(8)?; // FRAME
+            }
+            b'(' => self.stack.push(Slot::Mark),
+            b'N' => self.push(Value::None),
+            0x88 => self.push(Value::Bool(true)),
+            0x89 => self.push(Value::Bool(false)),
+            b'J' => {
+                let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
+                self.push(Value::Int(v as i64));
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.push(Value::Int(v as i64));
+            }
+            b'M' => {
+                let v = self.u16()?;
+                self.push(Value::Int(v as i64));
+            }
+            0x8a => {
+                // LONG1: little-endian two's complement of n bytes.
+                let n = self.u8()? as usize;
+                let b = self.take(n)?;
+                if n > 8 {
+                    return Err("integer too large in pickle".into());
+                }
+                let mut buf = [0u8; 8];
+                buf[..n].copy_from_slice(b);
+                if n > 0 && b[n - 1] & 0x80 != 0 {
+                    buf[n..].fill(0xff);
+                }
+                self.push(Value::Int(i64::from_le_bytes(buf)));
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                self.push(Value::Float(v));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Strings (UTF-8) and byte strings.
+    /// Returns whether `op` was one of them.
+    fn text_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'X' => {
+                let n = self.u32()? as usize;
+                let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+                self.push(Value::Str(s));
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+                self.push(Value::Str(s));
+            }
+            // Python 2 `str` (BINSTRING / SHORT_BINSTRING) is raw bytes (e.g. array data).
+            b'U' => {
+                let n = self.u8()? as usize;
+                let b = self.take(n)?.to_vec();
+                self.push(Value::Bytes(b));
+            }
+            b'T' => {
+                let n = self.u32()? as usize;
+                let b = self.take(n)?.to_vec();
+                self.push(Value::Bytes(b));
+            }
+            b'B' => {
+                let n = self.u32()? as usize;
+                let b = self.take(n)?.to_vec();
+                self.push(Value::Bytes(b));
+            }
+            b'C' => {
+                let n = self.u8()? as usize;
+                let b = self.take(n)?.to_vec();
+                self.push(Value::Bytes(b));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Tuples, lists and dicts: empty ones, from a MARK, and items added to them.
+    /// Returns whether `op` was one of them.
+    fn container_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b')' => self.push(Value::Tuple(Vec::new())),
+            b']' => self.push(Value::List(Vec::new())),
+            b'}' => self.push(Value::Dict(Vec::new())),
+            b't' => {
+                let items = self.pop_to_mark()?;
+                self.push(Value::Tuple(items));
+            }
+            b'l' => {
+                let items = self.pop_to_mark()?;
+                self.push(Value::List(items));
+            }
+            b'd' => {
+                let items = self.pop_to_mark()?;
+                let dict = pairs(items)?;
+                self.push(Value::Dict(dict));
+            }
+            0x85 => {
+                let a = self.pop()?;
+                self.push(Value::Tuple(vec![a]));
+            }
+            0x86 => {
+                let b = self.pop()?;
+                let a = self.pop()?;
+                self.push(Value::Tuple(vec![a, b]));
+            }
+            0x87 => {
+                let c = self.pop()?;
+                let b = self.pop()?;
+                let a = self.pop()?;
+                self.push(Value::Tuple(vec![a, b, c]));
+            }
+            b'a' => {
+                let v = self.pop()?;
+                match self.top()? {
+                    Value::List(l) => l.push(v),
+                    _ => return Err("APPEND to a non-list".into()),
+                }
+            }
+            b'e' => {
+                let items = self.pop_to_mark()?;
+                match self.top()? {
+                    Value::List(l) => l.extend(items),
+                    _ => return Err("APPENDS to a non-list".into()),
+                }
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                match self.top()? {
+                    Value::Dict(d) => d.push((k, v)),
+                    _ => return Err("SETITEM on a non-dict".into()),
+                }
+            }
+            b'u' => {
+                let items = self.pop_to_mark()?;
+                let new = pairs(items)?;
+                match self.top()? {
+                    Value::Dict(d) => d.extend(new),
+                    _ => return Err("SETITEMS on a non-dict".into()),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The memo: storing the top of the stack, and fetching it back.
+    /// Returns whether `op` was one of them.
+    fn memo_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'q' => {
+                let k = self.u8()? as u32;
+                let v = self.top()?.clone();
+                self.memo.insert(k, v);
+            }
+            b'r' => {
+                let k = self.u32()?;
+                let v = self.top()?.clone();
+                self.memo.insert(k, v);
+            }
+            0x94 => {
+                let k = self.memo.len() as u32;
+                let v = self.top()?.clone();
+                self.memo.insert(k, v);
+            }
+            b'h' => {
+                let k = self.u8()? as u32;
+                let v = self.memo_get(k)?;
+                self.push(v);
+            }
+            b'j' => {
+                let k = self.u32()?;
+                let v = self.memo_get(k)?;
+                self.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Globals (allow-listed), persistent storages, calls, NEWOBJ and BUILD.
+    /// Returns whether `op` was one of them.
+    fn object_op(&mut self, op: u8) -> Result<bool, String> {
+        match op {
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.push(global(module, name)?);
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => self.push(global(m, n)?),
+                    _ => return Err("STACK_GLOBAL needs two strings".into()),
+                }
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                self.push(persistent_storage(pid)?);
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                self.push(call(func, args)?);
+            }
+            0x81 => {
+                // NEWOBJ: cls.__new__(cls, *args); only TorchScript classes.
+                let _args = self.pop()?;
+                let cls = self.pop()?;
+                match cls {
+                    Value::Global(m, n) if m.starts_with("__torch__") => self.push(Value::Object {
+                        class: format!("{m}.{n}"),
+                        state: Box::new(Value::None),
+                    }),
+                    other => return Err(format!("NEWOBJ of {other:?} is not allowed")),
+                }
+            }
+            b'b' => {
+                let state = self.pop()?;
+                match self.top()? {
+                    Value::Object { class, .. } if class.starts_with("numpy.dtype:") => {}
+                    Value::Object { state: s, .. } => **s = state,
+                    // OrderedDict._metadata and tensor hooks: irrelevant to the values.
+                    Value::Dict(_) | Value::Tensor(_) => {}
+                    other => return Err(format!("BUILD on {other:?} is not allowed")),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 }
 
