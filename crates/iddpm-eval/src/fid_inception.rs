@@ -317,7 +317,7 @@ impl FidInception {
     /// pytorch-fid's preprocessing: half-pixel bilinear resize, then `2x − 1`.
     pub fn features(&self, images: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
         let s = INCEPTION_SIZE;
-        let resized = bilinear_resize(images, n, 3, h, w, s, s, true);
+        let resized = bilinear_resize(images, [n, 3, h, w], [s, s], true);
         let x = Tensor::<4>::from_data(TensorData::new(resized, [n, 3, s, s]), &self.device)
             .mul_scalar(2.0)
             .sub_scalar(1.0);

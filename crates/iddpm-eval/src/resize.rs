@@ -25,16 +25,12 @@ fn taps(input: usize, out: usize, half_pixel: bool) -> Vec<(usize, usize, f64)> 
         .collect()
 }
 
-/// Resizes NCHW images `[n, c, h, w]` to `[n, c, oh, ow]` bilinearly (separable, no antialiasing).
-#[allow(clippy::too_many_arguments)]
+/// Resizes NCHW images of shape `[n, c, h, w]` to `[n, c, oh, ow]` bilinearly (separable, no
+/// antialiasing); `half_pixel` aligns pixel centres rather than corners.
 pub fn bilinear_resize(
     values: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
+    [n, c, h, w]: [usize; 4],
+    [oh, ow]: [usize; 2],
     half_pixel: bool,
 ) -> Vec<f32> {
     let ty = taps(h, oh, half_pixel);
@@ -65,5 +61,5 @@ pub fn tf_resize_299(images: &[u8], n: usize, h: usize, w: usize) -> Vec<f32> {
             }
         }
     }
-    bilinear_resize(&nchw, n, 3, h, w, INCEPTION_SIZE, INCEPTION_SIZE, false)
+    bilinear_resize(&nchw, [n, 3, h, w], [INCEPTION_SIZE; 2], false)
 }

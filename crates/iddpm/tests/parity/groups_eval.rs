@@ -161,12 +161,8 @@ fn inception_input_resizes() {
             let s = iddpm::eval::resize::INCEPTION_SIZE;
             let resized = iddpm::eval::resize::bilinear_resize(
                 &f.f32("inception.images"),
-                sh[0],
-                sh[1],
-                sh[2],
-                sh[3],
-                s,
-                s,
+                [sh[0], sh[1], sh[2], sh[3]],
+                [s, s],
                 true,
             );
             group.check(
