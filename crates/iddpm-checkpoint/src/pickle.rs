@@ -278,44 +278,38 @@ impl<'a> Machine<'a> {
         Ok(true)
     }
 
-    /// Strings (UTF-8) and byte strings.
+    /// Strings (UTF-8) and byte strings, each with a 1- or 4-byte length.
     /// Returns whether `op` was one of them.
     fn text_op(&mut self, op: u8) -> Result<bool, String> {
+        // SHORT_BINUNICODE, SHORT_BINSTRING and SHORT_BINBYTES have a 1-byte length; the
+        // others a 4-byte one.
+        let short = matches!(op, 0x8c | b'U' | b'C');
         match op {
-            b'X' => {
-                let n = self.u32()? as usize;
+            // BINUNICODE, SHORT_BINUNICODE.
+            b'X' | 0x8c => {
+                let n = self.length(short)?;
                 let s = String::from_utf8_lossy(self.take(n)?).into_owned();
                 self.push(Value::Str(s));
             }
-            0x8c => {
-                let n = self.u8()? as usize;
-                let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-                self.push(Value::Str(s));
-            }
-            // Python 2 `str` (BINSTRING / SHORT_BINSTRING) is raw bytes (e.g. array data).
-            b'U' => {
-                let n = self.u8()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b));
-            }
-            b'T' => {
-                let n = self.u32()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b));
-            }
-            b'B' => {
-                let n = self.u32()? as usize;
-                let b = self.take(n)?.to_vec();
-                self.push(Value::Bytes(b));
-            }
-            b'C' => {
-                let n = self.u8()? as usize;
+            // BINSTRING, SHORT_BINSTRING (Python 2 `str`, raw bytes such as array data),
+            // BINBYTES, SHORT_BINBYTES.
+            b'T' | b'U' | b'B' | b'C' => {
+                let n = self.length(short)?;
                 let b = self.take(n)?.to_vec();
                 self.push(Value::Bytes(b));
             }
             _ => return Ok(false),
         }
         Ok(true)
+    }
+
+    /// A length prefix: one byte when `short`, else four (little-endian).
+    fn length(&mut self, short: bool) -> Result<usize, String> {
+        Ok(if short {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        })
     }
 
     /// Tuples, lists and dicts: empty ones, from a MARK, and items added to them.
@@ -392,28 +386,21 @@ impl<'a> Machine<'a> {
     /// Returns whether `op` was one of them.
     fn memo_op(&mut self, op: u8) -> Result<bool, String> {
         match op {
-            b'q' => {
-                let k = self.u8()? as u32;
+            // BINPUT, LONG_BINPUT: under a 1- or 4-byte key.
+            b'q' | b'r' => {
+                let k = self.length(op == b'q')? as u32;
                 let v = self.top()?.clone();
                 self.memo.insert(k, v);
             }
-            b'r' => {
-                let k = self.u32()?;
-                let v = self.top()?.clone();
-                self.memo.insert(k, v);
-            }
+            // MEMOIZE: under the next free key.
             0x94 => {
                 let k = self.memo.len() as u32;
                 let v = self.top()?.clone();
                 self.memo.insert(k, v);
             }
-            b'h' => {
-                let k = self.u8()? as u32;
-                let v = self.memo_get(k)?;
-                self.push(v);
-            }
-            b'j' => {
-                let k = self.u32()?;
+            // BINGET, LONG_BINGET.
+            b'h' | b'j' => {
+                let k = self.length(op == b'h')? as u32;
                 let v = self.memo_get(k)?;
                 self.push(v);
             }

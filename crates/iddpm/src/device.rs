@@ -16,7 +16,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "flex" | "cpu" => Ok(Device::flex()),
         s if s == "cuda" || s.starts_with("cuda:") => cuda_device(s),
         other => Err(Error::Invalid(format!(
-            "--device {other:?}: expected flex (CPU) or cuda[:N]"
+            "device {other:?}: expected flex (CPU) or cuda[:N]"
         ))),
     }
 }
@@ -26,7 +26,7 @@ fn cuda_device(s: &str) -> Result<Device> {
     let index = match s.strip_prefix("cuda:") {
         Some(i) => i
             .parse::<usize>()
-            .map_err(|_| Error::Invalid(format!("--device {s:?}: bad CUDA device index")))?,
+            .map_err(|_| Error::Invalid(format!("device {s:?}: bad CUDA device index")))?,
         None => 0,
     };
     Ok(Device::cuda(index))
@@ -35,6 +35,6 @@ fn cuda_device(s: &str) -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda_device(s: &str) -> Result<Device> {
     Err(Error::Invalid(format!(
-        "--device {s}: this build has no CUDA support; rebuild with `cargo build --release --features cuda`"
+        "device {s}: this build has no CUDA support; rebuild with `cargo build --release --features cuda`"
     )))
 }
