@@ -143,12 +143,17 @@ fn shape_of<'a>(report: &'a Mismatch, name: &str) -> Option<(&'a [usize], &'a [u
 
 fn hints(report: &Mismatch, dict: &StateDict) -> Vec<String> {
     let mut hints = Vec::new();
+    // Shapes come from the file, so any rank is possible: read them with `get`, never index.
     if let Some((want, got)) = shape_of(report, "out.2.weight")
-        && want[0] != got[0]
+        && want.first() != got.first()
     {
-        match got[0] {
-            6 => hints.push("the checkpoint predicts variances: pass --learn_sigma True".into()),
-            3 => hints.push("the checkpoint has fixed variances: pass --learn_sigma False".into()),
+        match got.first() {
+            Some(6) => {
+                hints.push("the checkpoint predicts variances: pass --learn_sigma True".into())
+            }
+            Some(3) => {
+                hints.push("the checkpoint has fixed variances: pass --learn_sigma False".into())
+            }
             _ => {}
         }
     }
@@ -161,13 +166,14 @@ fn hints(report: &Mismatch, dict: &StateDict) -> Vec<String> {
     if let Some(e) = dict.get("input_blocks.0.0.weight")
         && let Some((want, _)) = shape_of(report, "input_blocks.0.0.weight")
     {
-        if e.shape[0] != want[0] {
+        if let Some(&channels) = e.shape.first()
+            && Some(&channels) != want.first()
+        {
             hints.push(format!(
-                "the checkpoint has {} base channels: pass --num_channels {}",
-                e.shape[0], e.shape[0]
+                "the checkpoint has {channels} base channels: pass --num_channels {channels}"
             ));
         }
-        if e.shape[1] == 6 && want[1] == 3 {
+        if e.shape.get(1) == Some(&6) && want.get(1) == Some(&3) {
             hints.push("the checkpoint is a super-resolution model: use super_res_sample with --large_size/--small_size".into());
         }
     }

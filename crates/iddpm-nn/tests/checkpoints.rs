@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use iddpm_checkpoint::{StateDict, load_state_dict, write_safetensors};
-use iddpm_nn::{LoadError, ModelFlags, UNetModel, load_weights, save_weights, state_dict_of};
+use iddpm_nn::{
+    LoadError, ModelFlags, UNetModel, apply_state_dict, load_weights, save_weights, state_dict_of,
+};
 
 fn small_flags() -> ModelFlags {
     ModelFlags {
@@ -215,4 +217,17 @@ fn both_torch_zip_layouts_load() {
     let got = load_state_dict(&path).unwrap();
     assert_eq!(got, want);
     assert_eq!(got.len(), 222, "model A has 222 tensors");
+}
+
+/// Shapes of any rank in a checkpoint are reported, never indexed past their end (a rank-1
+/// first convolution and a rank-0 output layer once panicked while the hints were built).
+#[test]
+fn weights_of_the_wrong_rank_are_an_error_not_a_panic() {
+    let mut m = model(&small_flags());
+    let mut dict = state_dict_of(&mut m);
+    dict.insert("input_blocks.0.0.weight", vec![5], vec![0.0; 5]);
+    dict.insert("out.2.weight", vec![], vec![0.0]);
+    let err = apply_state_dict(&mut m, &dict).unwrap_err().to_string();
+    assert!(err.contains("input_blocks.0.0.weight"), "{err}");
+    assert!(err.contains("out.2.weight"), "{err}");
 }
