@@ -208,3 +208,14 @@ impl<'a> BatchLoader<'a> {
         })
     }
 }
+
+/// The index ranges of consecutive batches of `batch_size` out of `n` items (the last one may
+/// be smaller): how sampling, the bound and microbatches walk through their items.
+///
+/// # Panics
+/// When `batch_size` is 0 (callers check their sizes first).
+pub fn batch_ranges(n: usize, batch_size: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n)
+        .step_by(batch_size)
+        .map(move |start| start..(start + batch_size).min(n))
+}

@@ -18,6 +18,6 @@ pub mod image_folder;
 pub mod pictures;
 pub mod pil_resize;
 
-pub use dataset::{Batch, BatchLoader, Dataset, InMemoryDataset, LoaderState};
+pub use dataset::{Batch, BatchLoader, Dataset, InMemoryDataset, LoaderState, batch_ranges};
 pub use error::{DataError, Result};
 pub use image_folder::{ImageFolder, PilMode, list_image_files, load_image, preprocess_as};

@@ -3,13 +3,13 @@
 use std::ops::Range;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use iddpm_data::Dataset;
+use iddpm_data::{Dataset, batch_ranges};
 use iddpm_diffusion::{BpdTerms, Conditioning, GaussianDiffusion};
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
 
 use crate::error::{Error, Result};
-use crate::sample::{Shard, batch_noise, batch_ranges};
+use crate::sample::{Shard, batch_noise};
 
 /// The bound over a set of images.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use iddpm_data::batch_ranges;
 use iddpm_diffusion::{
     Conditioning, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions, SampleRequest,
     Sampler, SeededNoise, splitmix64_mix,
@@ -122,13 +123,6 @@ pub fn sample_images(
         h: s,
         w: s,
     })
-}
-
-/// The index ranges of consecutive batches of `batch_size` (the last one may be smaller).
-pub(crate) fn batch_ranges(n: usize, batch_size: usize) -> impl Iterator<Item = Range<usize>> {
-    (0..n)
-        .step_by(batch_size)
-        .map(move |start| start..(start + batch_size).min(n))
 }
 
 /// Checks the sizes of everything `opts` holds against one another.

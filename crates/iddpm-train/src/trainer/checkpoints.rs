@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Tensor, TensorData};
 use iddpm_checkpoint::{StateDict, load_state_dict, write_safetensors};
 use iddpm_data::{BatchLoader, LoaderState};
+use iddpm_kernels::to_f32_vec;
 use iddpm_nn::{apply_state_dict, state_dict_of};
 
 use super::{TimestepSampler, Trainer, for_each_param};
 use crate::ema::format_rate;
 use crate::error::{Result, TrainError};
 use crate::plot::save_loss_curve;
-use iddpm_kernels::to_f32_vec;
 
 impl Trainer<'_> {
     /// Saves `opt`, EMA and model checkpoints for the current step (model last, so that a

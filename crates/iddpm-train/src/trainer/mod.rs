@@ -6,11 +6,12 @@ use std::ops::Range;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use iddpm_data::{Batch, BatchLoader, Dataset};
+use iddpm_data::{Batch, BatchLoader, Dataset, batch_ranges};
 use iddpm_diffusion::{
     Conditioning, DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler,
     ScheduleSampler, UniformSampler, splitmix64_mix,
 };
+use iddpm_kernels::to_f32_vec;
 use iddpm_nn::{ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, param_names};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +22,6 @@ use crate::distributed::ProcessGroup;
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::logger::Logger;
-use iddpm_kernels::to_f32_vec;
 
 mod checkpoints;
 mod loss_scaler;
@@ -244,7 +244,7 @@ impl<'d> Trainer<'d> {
             }
             let current = p.flat();
             let device = current.device();
-            let mut host = to_f32_vec(current.clone());
+            let mut host = to_f32_vec(current);
             match group.broadcast(&mut host) {
                 Ok(()) => {
                     let n = host.len();
@@ -342,8 +342,7 @@ impl<'d> Trainer<'d> {
             m => m,
         };
         let mut acc = StepAccumulator::default();
-        for start in (0..b).step_by(micro) {
-            let part = start..(start + micro).min(b);
+        for part in batch_ranges(b, micro) {
             self.microbatch_backward(&batch, &examples, first, part, &mut acc)?;
         }
         let loss = self.share_losses(b, &examples.timesteps, &acc.raw_loss, &acc.terms)?;
@@ -533,9 +532,11 @@ impl<'d> Trainer<'d> {
             0,
         );
         let device = flat.device();
-        let mut host = to_f32_vec(flat.clone());
+        // Moved, not cloned: a tensor held once can hand its buffer over without a copy.
+        let mut host = to_f32_vec(flat);
         self.group.all_reduce_sum(&mut host)?;
-        let summed = Tensor::<1>::from_data(TensorData::new(host, [flat.dims()[0]]), &device);
+        let len = host.len();
+        let summed = Tensor::<1>::from_data(TensorData::new(host, [len]), &device);
         let mut offset = 0;
         for (&i, &n) in present.iter().zip(&sizes) {
             acc[i] = Some(summed.clone().narrow(0, offset, n));
