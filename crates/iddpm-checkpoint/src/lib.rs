@@ -11,6 +11,7 @@ pub mod pickle;
 pub mod safetensors_io;
 pub mod state_dict;
 pub mod torch_zip;
+pub mod zip_entries;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ pub use error::{CheckpointError, Result};
 pub use safetensors_io::{read_safetensors, write_atomic, write_safetensors};
 pub use state_dict::{StateDict, TensorEntry};
 pub use torch_zip::TorchArchive;
+pub use zip_entries::read_zip_entries;
 
 /// Reads a state dict from a `.pt` (PyTorch zip) or `.safetensors` file, recognised by content.
 pub fn load_state_dict(path: &Path) -> Result<StateDict> {

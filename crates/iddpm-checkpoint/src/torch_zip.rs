@@ -1,7 +1,6 @@
 //! PyTorch's zip checkpoint format (`torch.save` since 1.6, and TorchScript archives).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::Path;
 
 use half::{bf16, f16};
@@ -9,12 +8,17 @@ use half::{bf16, f16};
 use crate::error::{CheckpointError, Result};
 use crate::pickle::{self, StorageDtype, TensorRef, Value};
 use crate::state_dict::StateDict;
+use crate::zip_entries::read_zip_entries;
 
 /// An opened PyTorch zip archive: its pickle decoded, its storages readable on demand.
 pub struct TorchArchive {
     path: std::path::PathBuf,
     prefix: String,
     entries: HashMap<String, Vec<u8>>,
+    /// Elements of all storage entries (counted as bytes: an upper bound for every dtype).
+    stored_elements: usize,
+    /// Elements read out so far.
+    materialised: std::cell::Cell<usize>,
     /// The decoded `data.pkl`.
     pub root: Value,
 }
@@ -22,28 +26,7 @@ pub struct TorchArchive {
 impl TorchArchive {
     /// Opens `path` and decodes its `data.pkl`, wherever its single top-level folder is.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| {
-            CheckpointError::format(path, format!("not a readable zip archive ({e})"))
-        })?;
-        let mut entries = HashMap::new();
-        for i in 0..zip.len() {
-            let mut entry = zip.by_index(i).map_err(|e| {
-                CheckpointError::format(path, format!("damaged zip entry {i} ({e})"))
-            })?;
-            if entry.is_dir() {
-                continue;
-            }
-            let name = entry.name().to_string();
-            let mut buf = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut buf).map_err(|e| {
-                CheckpointError::format(
-                    path,
-                    format!("cannot read zip entry {name} ({e}); is the file truncated?"),
-                )
-            })?;
-            entries.insert(name, buf);
-        }
+        let entries: HashMap<String, Vec<u8>> = read_zip_entries(path)?.into_iter().collect();
         let pkl = entries
             .keys()
             .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
@@ -60,9 +43,34 @@ impl TorchArchive {
         Ok(Self {
             path: path.to_path_buf(),
             prefix,
+            stored_elements: entries.values().map(Vec::len).sum(),
             entries,
             root,
+            materialised: std::cell::Cell::new(0),
         })
+    }
+
+    /// Counts `numel` more elements read out of the archive, refusing to read more than
+    /// [`MAX_READ_FACTOR`] times what the storages hold plus [`MAX_EXPANDED_ELEMENTS`]: many
+    /// views of one storage must not multiply a small file into a huge allocation.
+    fn charge_materialised(&self, numel: usize) -> Result<()> {
+        let limit = self
+            .stored_elements
+            .saturating_mul(MAX_READ_FACTOR)
+            .saturating_add(MAX_EXPANDED_ELEMENTS);
+        let total = self.materialised.get().saturating_add(numel);
+        if total > limit {
+            return Err(CheckpointError::format(
+                &self.path,
+                format!(
+                    "its tensors would take {total} elements, more than {MAX_READ_FACTOR} times \
+                     the {} its storages hold plus {MAX_EXPANDED_ELEMENTS}",
+                    self.stored_elements
+                ),
+            ));
+        }
+        self.materialised.set(total);
+        Ok(())
     }
 
     /// The values of a tensor, converted to f32 and made contiguous.
@@ -72,28 +80,16 @@ impl TorchArchive {
             CheckpointError::format(&self.path, format!("storage entry {key} is missing"))
         })?;
         let size = t.storage.dtype.size();
-        let available = raw.len() / size;
-        let numel: usize = t.shape.iter().product();
-        if t.shape.len() != t.stride.len() {
-            return Err(CheckpointError::format(
-                &self.path,
-                "tensor shape and stride differ in rank",
-            ));
+        let bad = |m: String| CheckpointError::format(&self.path, format!("storage {key}: {m}"));
+        if Some(raw.len()) != t.storage.numel.checked_mul(size) {
+            return Err(bad(format!(
+                "declares {} elements of {size} bytes but holds {} bytes",
+                t.storage.numel,
+                raw.len()
+            )));
         }
-        let max_index = t.offset
-            + t.shape
-                .iter()
-                .zip(&t.stride)
-                .map(|(&n, &s)| n.saturating_sub(1) * s)
-                .sum::<usize>();
-        if numel > 0 && max_index >= available {
-            return Err(CheckpointError::format(
-                &self.path,
-                format!(
-                    "storage {key} holds {available} values but the tensor reaches index {max_index}"
-                ),
-            ));
-        }
+        let numel = checked_view_numel(t).map_err(bad)?;
+        self.charge_materialised(numel)?;
         let read = |i: usize| -> f32 {
             let b = &raw[i * size..(i + 1) * size];
             match t.storage.dtype {
@@ -194,6 +190,58 @@ impl TorchArchive {
     }
 }
 
+/// How many elements a view may materialise beyond its storage's own count: expanded
+/// (stride-0) views are legal, but a few bytes must not be able to ask for terabytes.
+pub const MAX_EXPANDED_ELEMENTS: usize = 1 << 24;
+
+/// How many times over an archive's tensors may read its stored elements (tied weights read
+/// one storage twice; no real checkpoint reads one four times).
+pub const MAX_READ_FACTOR: usize = 4;
+
+/// The number of elements of view `t`, after checking its rank, its arithmetic and that it
+/// stays inside its storage.
+fn checked_view_numel(t: &TensorRef) -> std::result::Result<usize, String> {
+    if t.shape.len() != t.stride.len() {
+        return Err(format!(
+            "a tensor's shape {:?} and stride {:?} differ in rank",
+            t.shape, t.stride
+        ));
+    }
+    let overflow = || format!("a tensor's shape {:?} overflows", t.shape);
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(overflow)?;
+    if numel == 0 {
+        return Ok(0);
+    }
+    let max_index = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |acc, (&n, &s)| {
+            acc.checked_add((n - 1).checked_mul(s)?)
+        })
+        .ok_or_else(overflow)?;
+    let stored = t.storage.numel;
+    if max_index >= stored {
+        return Err(format!(
+            "holds {stored} elements but a tensor (offset {}, shape {:?}, stride {:?}) reaches \
+             index {max_index}",
+            t.offset, t.shape, t.stride
+        ));
+    }
+    if numel > stored.max(MAX_EXPANDED_ELEMENTS) {
+        return Err(format!(
+            "a tensor of shape {:?} repeats its {stored} stored elements {numel} times over; \
+             the limit is {MAX_EXPANDED_ELEMENTS} elements",
+            t.shape
+        ));
+    }
+    Ok(numel)
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Dict(_) => "a dict; is this a training-state checkpoint rather than model weights?",
@@ -201,3 +249,6 @@ fn kind(v: &Value) -> &'static str {
         _ => "a plain value",
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -104,7 +104,8 @@ fn cifar10_python_records(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         Some(iddpm_checkpoint::pickle::Value::List(l)) => l
             .iter()
             .map(|v| match v {
-                iddpm_checkpoint::pickle::Value::Int(i) => Ok(*i as u8),
+                iddpm_checkpoint::pickle::Value::Int(i) => u8::try_from(*i)
+                    .map_err(|_| DataError::bad(path, format!("label {i} is not a class index"))),
                 _ => Err(DataError::bad(path, "a label is not an integer")),
             })
             .collect::<Result<Vec<u8>>>()?,
@@ -119,10 +120,18 @@ fn cifar10_python_records(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         || data.shape.len() != 2
         || data.shape[1] != 3072
         || data.shape[0] != labels.len()
+        || data.data.len() != labels.len() * 3072
     {
         return Err(DataError::bad(
             path,
-            format!("unexpected data {:?} {}", data.shape, data.dtype),
+            format!(
+                "unexpected data: shape {:?}, dtype {}, {} bytes, for {} labels; a CIFAR-10 \
+                 batch holds uint8 [N, 3072] and N labels",
+                data.shape,
+                data.dtype,
+                data.data.len(),
+                labels.len()
+            ),
         ));
     }
     Ok(labels

@@ -4,6 +4,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// The longest header read, as NumPy's `max_header_size` default: longer ones are refused
+/// before they are parsed.
+pub const MAX_HEADER_LEN: usize = 10_000;
+
 /// A decoded array.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NpyData {
@@ -128,6 +132,11 @@ impl NpyArray {
             ),
             _ => return Err(bad("unsupported format version")),
         };
+        if header_len > MAX_HEADER_LEN {
+            return Err(bad(&format!(
+                "a header of {header_len} bytes (NumPy's limit is {MAX_HEADER_LEN})"
+            )));
+        }
         let header = bytes
             .get(start..start + header_len)
             .ok_or_else(|| bad("truncated header"))?;
@@ -160,10 +169,19 @@ impl NpyArray {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse().map_err(|_| bad("bad shape")))
             .collect::<Result<_>>()?;
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
         let body = &bytes[start + header_len..];
         let need = |size: usize| -> Result<&[u8]> {
-            body.get(..n * size).ok_or_else(|| bad("truncated data"))
+            n.checked_mul(size)
+                .and_then(|len| body.get(..len))
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "shape {shape:?} needs more data than the file has"
+                    ))
+                })
         };
         let data = match descr.as_str() {
             "|u1" | "<u1" | "u1" | "|b1" => NpyData::U8(need(1)?.to_vec()),
@@ -200,5 +218,38 @@ impl NpyArray {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::from_bytes(&bytes, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn round_trips_and_refuses_hostile_headers() {
+        let a = NpyArray {
+            shape: vec![2, 2],
+            data: NpyData::F32(vec![1.0, 2.0, 3.0, 4.0]),
+        };
+        let p = Path::new("a.npy");
+        assert_eq!(NpyArray::from_bytes(&a.to_bytes(), p).unwrap(), a);
+        let huge = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }";
+        let err = NpyArray::from_bytes(&npy(huge, &[]), p).unwrap_err();
+        assert!(err.to_string().contains("overflows"), "{err}");
+        let big = "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }";
+        let err = NpyArray::from_bytes(&npy(big, &[]), p).unwrap_err();
+        assert!(err.to_string().contains("needs more data"), "{err}");
+        let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+        v2.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = NpyArray::from_bytes(&v2, p).unwrap_err();
+        assert!(err.to_string().contains("NumPy's limit"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! NumPy `.npz` archives (`np.savez`): a zip of `.npy` files, stored uncompressed.
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -27,25 +27,17 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &NpyArray)]) -> Result<()> {
     Ok(())
 }
 
-/// Reads every array of an `.npz` file, in archive order.
+/// Reads every array of an `.npz` file, in archive order. The archive's declared sizes are
+/// checked as checkpoint archives' are ([`iddpm_checkpoint::read_zip_entries`]).
 pub fn read_npz(path: &Path) -> Result<Vec<(String, NpyArray)>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| Error::file(path, format!("not an .npz archive ({e})")))?;
-    let mut out = Vec::new();
-    for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| Error::file(path, format!("damaged entry {i} ({e})")))?;
-        let name = entry.name().trim_end_matches(".npy").to_string();
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::file(path, format!("cannot read {name} ({e})")))?;
-        let array = NpyArray::from_bytes(&bytes, &path.join(&name))?;
-        out.push((name, array));
-    }
-    Ok(out)
+    iddpm_checkpoint::read_zip_entries(path)?
+        .into_iter()
+        .map(|(entry, bytes)| {
+            let name = entry.trim_end_matches(".npy").to_string();
+            let array = NpyArray::from_bytes(&bytes, &path.join(&name))?;
+            Ok((name, array))
+        })
+        .collect()
 }
 
 /// Reads one named array of an `.npz` file; an error names the file and the missing key.
