@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod checkpoint;
+pub mod conditioning;
 pub mod config;
 pub mod layers;
 mod model;
@@ -17,6 +18,7 @@ pub mod unet;
 pub use checkpoint::{
     LoadError, Mismatch, apply_state_dict, load_weights, save_weights, state_dict_of,
 };
+pub use conditioning::ConditioningError;
 pub use config::{ConfigError, ModelFlags, NUM_CLASSES, UNetConfig, default_channel_mult};
 pub use params::{ParamSlot, ParamVisitor, VisitParams, param_count, param_names};
 pub use timestep_embedding::timestep_embedding;

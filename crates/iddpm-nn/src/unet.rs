@@ -7,6 +7,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::attention::AttentionBlock;
+use crate::conditioning::ConditioningError;
 use crate::config::UNetConfig;
 use crate::layers::{Conv2d, Embedding, GroupNorm, Linear, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
@@ -111,6 +112,7 @@ pub struct UNetModel {
     out_norm: GroupNorm,
     out_conv: Conv2d,
     model_channels: usize,
+    in_channels: usize,
     torso_f16: bool,
 }
 
@@ -189,6 +191,7 @@ impl UNetModel {
             out_norm: GroupNorm::new(ch, device),
             out_conv: Conv2d::new(mc, config.out_channels, 3, 1, 1, device).zeroed(),
             model_channels: mc,
+            in_channels: config.in_channels,
             torso_f16: false,
         }
     }
@@ -211,6 +214,17 @@ impl UNetModel {
     /// Whether the network takes class labels.
     pub fn is_class_conditional(&self) -> bool {
         self.label_emb.is_some()
+    }
+
+    /// The number of classes of a class-conditional network.
+    pub fn num_classes(&self) -> Option<usize> {
+        self.label_emb.as_ref().map(|e| e.weight.dims()[0])
+    }
+
+    /// Channels of the network's input (x_t, and the upsampled low-resolution image of a
+    /// super-resolution model).
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
     }
 
     /// Predicts from x_t `[B, C, H, W]` and timesteps `[B]` (as floats), with labels `[B]` for
@@ -238,6 +252,11 @@ impl UNetModel {
     }
 
     /// [`forward`](Self::forward), recording intermediate activations into `trace`.
+    ///
+    /// # Panics
+    /// When labels are given to an unconditional network or missing for a class-conditional
+    /// one, as the reference asserts ([`check_conditioning`](Self::check_conditioning) turns
+    /// this into an error beforehand).
     pub fn forward_traced(
         &self,
         x: Tensor<4>,
@@ -249,8 +268,19 @@ impl UNetModel {
         let mut emb = self
             .time_embed_2
             .forward(silu(self.time_embed_0.forward(temb.clone())));
-        if let (Some(table), Some(labels)) = (&self.label_emb, labels) {
-            emb = emb + table.forward(labels);
+        match (&self.label_emb, labels) {
+            (Some(table), Some(labels)) => emb = emb + table.forward(labels),
+            (None, None) => {}
+            (table, _) => panic!(
+                "{}",
+                if table.is_some() {
+                    ConditioningError::MissingLabels {
+                        classes: self.num_classes().unwrap_or(0),
+                    }
+                } else {
+                    ConditioningError::UnexpectedLabels
+                }
+            ),
         }
         if let Some(t) = trace.as_deref_mut() {
             t.temb_sinusoid = Some(temb);

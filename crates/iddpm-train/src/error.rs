@@ -33,6 +33,9 @@ pub enum TrainError {
     /// A network configuration is invalid.
     #[error(transparent)]
     NetConfig(#[from] iddpm_nn::ConfigError),
+    /// The data's labels do not suit the network.
+    #[error(transparent)]
+    Conditioning(#[from] iddpm_nn::ConditioningError),
     /// Anything else, described.
     #[error("{0}")]
     Other(String),

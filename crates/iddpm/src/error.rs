@@ -22,6 +22,9 @@ pub enum Error {
     /// Data could not be read or written.
     #[error(transparent)]
     Data(#[from] iddpm_data::DataError),
+    /// Labels or low-resolution inputs do not suit the network.
+    #[error(transparent)]
+    Conditioning(#[from] iddpm_nn::ConditioningError),
     /// Training failed.
     #[error(transparent)]
     Train(#[from] iddpm_train::TrainError),

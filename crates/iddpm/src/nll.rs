@@ -190,16 +190,17 @@ fn load_batch(
     for i in part {
         let (img, label) = data.get(i)?;
         values.extend(img);
-        labels.push(label.unwrap_or(0));
+        labels.extend(label);
     }
     let x = Tensor::<4>::from_data(TensorData::new(values, [b, 3, r, r]), device);
-    let cond = if model.is_class_conditional() {
-        Conditioning::labels(Tensor::<1, Int>::from_data(
+    let labels = (model.is_class_conditional() && labels.len() == b).then_some(labels);
+    model.check_conditioning(labels.as_deref(), false)?;
+    let cond = match labels {
+        Some(labels) => Conditioning::labels(Tensor::<1, Int>::from_data(
             TensorData::new(labels, [b]),
             device,
-        ))
-    } else {
-        Conditioning::none()
+        )),
+        None => Conditioning::none(),
     };
     Ok((x, cond))
 }

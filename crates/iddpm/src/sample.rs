@@ -9,7 +9,7 @@ use iddpm_diffusion::{
     Sampler, SeededNoise, splitmix64_mix,
 };
 use iddpm_kernels::to_f32_vec;
-use iddpm_nn::{NUM_CLASSES, UNetModel};
+use iddpm_nn::UNetModel;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -90,7 +90,8 @@ pub fn sample_images(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Samples> {
     check_options(opts)?;
-    let labels = labels_to_sample(opts, model.is_class_conditional())?;
+    let labels = labels_to_sample(opts, model.num_classes())?;
+    model.check_conditioning(labels.as_deref(), opts.low_res.is_some())?;
     let sampler = BatchSampler {
         model,
         diffusion,
@@ -163,34 +164,26 @@ fn check_options(opts: &SampleOptions) -> Result<()> {
     Ok(())
 }
 
-/// The class label of every sample: the given ones (checked), or drawn uniformly as the
-/// reference does for a class-conditional model; `None` for an unconditional one.
-fn labels_to_sample(opts: &SampleOptions, class_cond: bool) -> Result<Option<Vec<i64>>> {
+/// The class label of every sample: the given ones (their count checked here, their range by
+/// the model), or drawn uniformly from the model's classes as the reference does for a
+/// class-conditional model; `None` for an unconditional one.
+fn labels_to_sample(opts: &SampleOptions, classes: Option<usize>) -> Result<Option<Vec<i64>>> {
     let n = opts.num_samples;
-    match (&opts.labels, class_cond) {
-        (Some(l), true) => {
-            if l.len() != n {
-                return Err(Error::Invalid(format!(
-                    "{} labels given for {n} samples",
-                    l.len()
-                )));
-            }
-            if let Some(bad) = l.iter().find(|&&y| y < 0 || y >= NUM_CLASSES as i64) {
-                return Err(Error::Invalid(format!(
-                    "label {bad} is outside 0..{NUM_CLASSES}"
-                )));
-            }
-            Ok(Some(l.clone()))
-        }
-        (Some(_), false) => Err(Error::Invalid(
-            "labels given, but the model is not class-conditional".into(),
-        )),
-        (None, true) => {
+    match (&opts.labels, classes) {
+        (Some(l), _) if l.len() != n => Err(Error::Invalid(format!(
+            "{} labels given for {n} samples",
+            l.len()
+        ))),
+        (Some(l), _) => Ok(Some(l.clone())),
+        (None, Some(classes)) => {
             let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6c61_6265_6c73);
-            let labels = (0..n).map(|_| rng.random_range(0..NUM_CLASSES as i64));
-            Ok(Some(labels.collect()))
+            Ok(Some(
+                (0..n)
+                    .map(|_| rng.random_range(0..classes as i64))
+                    .collect(),
+            ))
         }
-        (None, false) => Ok(None),
+        (None, None) => Ok(None),
     }
 }
 

@@ -379,7 +379,7 @@ impl<'d> Trainer<'d> {
         let offset = (first + start) as u64;
         self.train_device
             .seed(dropout_seed(self.opts.seed, self.step, offset));
-        let cond = self.conditioning(batch, part.clone(), &x);
+        let cond = self.conditioning(batch, part.clone(), &x)?;
         let t = &examples.timesteps[part.clone()];
         let losses = self
             .diffusion
@@ -397,20 +397,31 @@ impl<'d> Trainer<'d> {
         Ok(())
     }
 
-    /// The labels (for a class-conditional model) and low-resolution images of the examples
-    /// `part` of `batch`, whose images are `x`.
-    fn conditioning(&self, batch: &Batch, part: Range<usize>, x: &Tensor<4>) -> Conditioning {
-        let mut cond = Conditioning::none();
-        if let Some(labels) = &batch.labels
-            && self.unet_config.num_classes.is_some()
-        {
-            cond.labels = Some(Tensor::<1, Int>::from_data(
-                TensorData::new(labels[part.clone()].to_vec(), [part.len()]),
-                &self.train_device,
-            ));
-        }
-        cond.low_res = self.low_res(x);
-        cond
+    /// The labels (for a class-conditional model; an unconditional one ignores the data's)
+    /// and low-resolution images of the examples `part` of `batch`, whose images are `x`.
+    /// Missing or out-of-range labels are errors.
+    fn conditioning(
+        &self,
+        batch: &Batch,
+        part: Range<usize>,
+        x: &Tensor<4>,
+    ) -> Result<Conditioning> {
+        let labels = batch
+            .labels
+            .as_ref()
+            .filter(|_| self.model.is_class_conditional())
+            .map(|l| &l[part.clone()]);
+        let low_res = self.low_res(x);
+        self.model.check_conditioning(labels, low_res.is_some())?;
+        Ok(Conditioning {
+            labels: labels.map(|l| {
+                Tensor::<1, Int>::from_data(
+                    TensorData::new(l.to_vec(), [part.len()]),
+                    &self.train_device,
+                )
+            }),
+            low_res,
+        })
     }
 
     /// Applies the gradients with learning rate `lr` (and updates the EMAs); returns their
