@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod atomic_write;
 pub mod error;
 pub mod pickle;
 pub mod safetensors_io;
@@ -15,8 +16,11 @@ pub mod zip_entries;
 
 use std::path::Path;
 
+pub use atomic_write::{
+    FileDigest, is_temporary, new_run_id, remove_stale_temporaries, write_atomic,
+};
 pub use error::{CheckpointError, Result};
-pub use safetensors_io::{read_safetensors, write_atomic, write_safetensors};
+pub use safetensors_io::{read_safetensors, write_safetensors};
 pub use state_dict::{StateDict, TensorEntry};
 pub use torch_zip::TorchArchive;
 pub use zip_entries::read_zip_entries;

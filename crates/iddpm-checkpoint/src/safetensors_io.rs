@@ -1,11 +1,11 @@
 //! safetensors files: reading (F32, F16, BF16, F64) and atomic writing (F32).
 
-use std::io::Write;
 use std::path::Path;
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::atomic_write::{FileDigest, write_atomic};
 use crate::error::{CheckpointError, Result};
 use crate::state_dict::StateDict;
 
@@ -53,9 +53,13 @@ pub fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<StateDict> {
     Ok(dict)
 }
 
-/// Writes `dict` as an F32 safetensors file, atomically: to a temporary file beside `path`,
-/// flushed to disk, then renamed over it, so a crash never leaves a partial file.
-pub fn write_safetensors(path: &Path, dict: &StateDict, metadata: &[(&str, &str)]) -> Result<()> {
+/// Writes `dict` as an F32 safetensors file with [`write_atomic`]; returns the digest of
+/// what was written, so that a later file can vouch for this one.
+pub fn write_safetensors(
+    path: &Path,
+    dict: &StateDict,
+    metadata: &[(&str, &str)],
+) -> Result<FileDigest> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = dict
         .iter()
         .map(|(name, e)| {
@@ -71,34 +75,8 @@ pub fn write_safetensors(path: &Path, dict: &StateDict, metadata: &[(&str, &str)
         .collect();
     let bytes = safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| CheckpointError::format(path, format!("cannot serialise ({e})")))?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| CheckpointError::format(path, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CheckpointError::io(path, e));
-    }
-    Ok(())
+    write_atomic(path, &bytes)?;
+    Ok(FileDigest::of(&bytes))
 }
 
 fn bytemuck_f32(values: &[f32]) -> &[u8] {

@@ -1,65 +1,13 @@
 //! The whole workflow through the binary on a tiny model: train, resume, sample, nll,
 //! super-resolution, data conversion, npz2png.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use iddpm::io::{NpyArray, NpyData, read_npz_array, write_npz};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir()
-        .join(format!("iddpm-cli-flow-{}", std::process::id()))
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn iddpm(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
-        .args(args)
-        .output()
-        .unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "iddpm {args:?} failed:\n{out}");
-    out
-}
-
-const TINY: &[&str] = &[
-    "--channel_mult",
-    "1,2",
-    "--num_channels",
-    "32",
-    "--num_res_blocks",
-    "1",
-    "--attention_resolutions",
-    "4",
-    "--num_heads",
-    "1",
-    "--learn_sigma",
-    "True",
-    "--diffusion_steps",
-    "10",
-    "--noise_schedule",
-    "cosine",
-];
-
-fn with(base: &[&str], extra: &[&str]) -> Vec<String> {
-    base.iter()
-        .chain(TINY)
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect()
-}
-
-fn run(args: Vec<String>) -> String {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    iddpm(&refs)
-}
+mod common;
+use common::{images, run, tmp, with};
 
 /// Runs `world` iddpm processes at once, each set up by `setup(rank, command)`, and requires
 /// every one to succeed.
@@ -82,15 +30,6 @@ fn run_ranks(world: usize, setup: impl Fn(usize, &mut Command)) {
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
-    }
-}
-
-fn images(dir: &Path, n: usize, size: u32) {
-    for i in 0..n {
-        let img = image::RgbImage::from_fn(size, size, |x, y| {
-            image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 30) as u8])
-        });
-        img.save(dir.join(format!("img_{i}.png"))).unwrap();
     }
 }
 
@@ -345,104 +284,6 @@ fn idx_files_become_a_folder_named_like_the_reference() {
 
 /// A training process killed with SIGKILL at an arbitrary moment leaves its last complete
 /// checkpoint loadable, and training resumes from it.
-#[test]
-fn kill_9_leaves_a_loadable_checkpoint() {
-    let data = tmp("kill-data");
-    images(&data, 8, 8);
-    let log = tmp("kill-run");
-    let args = with(
-        &[
-            "train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--image_size",
-            "8",
-            "--log_dir",
-            log.to_str().unwrap(),
-        ],
-        &[
-            "--batch_size",
-            "4",
-            "--max_steps",
-            "100000",
-            "--save_interval",
-            "1",
-            "--preview_samples",
-            "0",
-        ],
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iddpm"))
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until a few checkpoints exist, then kill in the middle of whatever it is doing.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let n = std::fs::read_dir(&log)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("model")
-            })
-            .count();
-        if n >= 3 || std::time::Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(137));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut models: Vec<PathBuf> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            n.starts_with("model") && n.ends_with(".safetensors")
-        })
-        .collect();
-    models.sort();
-    let last = models.last().expect("at least one checkpoint").clone();
-    iddpm::checkpoint::load_state_dict(&last).expect("the last checkpoint loads");
-    let step: u64 = last
-        .file_stem()
-        .unwrap()
-        .to_string_lossy()
-        .trim_start_matches("model")
-        .parse()
-        .unwrap();
-    let resumed = with(
-        &[
-            "train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--image_size",
-            "8",
-            "--log_dir",
-            log.to_str().unwrap(),
-            "--resume_checkpoint",
-            last.to_str().unwrap(),
-        ],
-        &[
-            "--batch_size",
-            "4",
-            "--max_steps",
-            &(step + 1).to_string(),
-            "--save_interval",
-            "1000",
-            "--preview_samples",
-            "0",
-        ],
-    );
-    let out = run(resumed);
-    assert!(out.contains(&format!("at step {step}")), "{out}");
-}
-
 /// `IDDPM_RANK`/`IDDPM_WORLD_SIZE` (or mpirun's variables) make `iddpm train` one process of a
 /// data-parallel run: two processes of batch 4 write the checkpoint one process of batch 8 in
 /// microbatches of 4 writes.

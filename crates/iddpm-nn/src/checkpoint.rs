@@ -235,5 +235,6 @@ pub fn save_weights<M: VisitParams + ?Sized>(
         path,
         &state_dict_of(model),
         &[("format", "pt"), ("producer", "iddpm")],
-    )
+    )?;
+    Ok(())
 }

@@ -62,6 +62,10 @@ pub struct TrainArgs {
         default_value = ""
     )]
     pub resume_checkpoint: String,
+    /// Resume from the checkpoint's weights alone, with a fresh optimizer and EMA (to
+    /// fine-tune a reference .pt, or a model whose companion files are gone).
+    #[arg(long = "resume_weights_only", alias = "resume-weights-only", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub resume_weights_only: bool,
     /// Mixed precision (CUDA only).
     #[arg(long = "use_fp16", alias = "use-fp16", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
     pub use_fp16: bool,
@@ -219,6 +223,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         quiet: true,
         use_fp16: args.use_fp16,
         fp16_scale_growth: args.fp16_scale_growth,
+        resume_weights_only: args.resume_weights_only,
         ..TrainOptions::default()
     };
     let mut trainer = Trainer::new(

@@ -25,6 +25,7 @@ use crate::logger::Logger;
 
 mod checkpoints;
 mod loss_scaler;
+mod manifest;
 mod options;
 mod preview;
 mod step_parts;
@@ -85,6 +86,8 @@ pub struct Trainer<'d> {
     names: Vec<(String, Vec<usize>)>,
     resolution: usize,
     scaler: LossScaler,
+    /// Identifies the files this run saves together ([`manifest::Manifest`]).
+    run_id: String,
 }
 
 /// The device seed for the dropout masks of one microbatch (splitmix64 of the three inputs).
@@ -214,6 +217,7 @@ impl<'d> Trainer<'d> {
                 opts.initial_lg_loss_scale,
                 opts.fp16_scale_growth,
             ),
+            run_id: iddpm_checkpoint::new_run_id(),
             opts,
         })
     }

@@ -74,6 +74,10 @@ pub struct TrainOptions {
     pub fp16_scale_growth: f64,
     /// lg_loss_scale at the start of a run (the reference's 20).
     pub initial_lg_loss_scale: f64,
+    /// Resume from a checkpoint's weights alone (`--resume_weights_only`): the optimizer and
+    /// EMAs start afresh, as when fine-tuning a reference `.pt`. Without it a resume needs the
+    /// companion files saved with the model, unchanged.
+    pub resume_weights_only: bool,
 }
 
 /// The reference's starting log2 loss scale: big enough that small f16 gradients do not
@@ -103,6 +107,7 @@ impl Default for TrainOptions {
             use_fp16: false,
             fp16_scale_growth: 1e-3,
             initial_lg_loss_scale: INITIAL_LG_LOSS_SCALE,
+            resume_weights_only: false,
         }
     }
 }
