@@ -23,19 +23,28 @@ pub use error::{CheckpointError, Result};
 pub use safetensors_io::{read_safetensors, write_safetensors};
 pub use state_dict::{StateDict, TensorEntry};
 pub use torch_zip::TorchArchive;
-pub use zip_entries::read_zip_entries;
+pub use zip_entries::{read_zip_entries, zip_entries_from_bytes};
 
 /// Reads a state dict from a `.pt` (PyTorch zip) or `.safetensors` file, recognised by content.
 pub fn load_state_dict(path: &Path) -> Result<StateDict> {
     let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
-    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+    if is_zip(&bytes) {
+        // Reopened from the file so that the archive's bytes are not held twice.
         drop(bytes);
         return TorchArchive::open(path)?.state_dict();
+    }
+    state_dict_from_bytes(&bytes, path)
+}
+
+/// [`load_state_dict`] of a file's bytes; `path` names it in errors.
+pub fn state_dict_from_bytes(bytes: &[u8], path: &Path) -> Result<StateDict> {
+    if is_zip(bytes) {
+        return TorchArchive::from_bytes(bytes, path)?.state_dict();
     }
     if bytes.len() >= 8 {
         let header = u64::from_le_bytes(bytes[..8].try_into().unwrap());
         if header > 0 && header < bytes.len() as u64 && bytes.get(8) == Some(&b'{') {
-            return read_safetensors(path, &bytes);
+            return read_safetensors(path, bytes);
         }
     }
     if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
@@ -51,4 +60,8 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
             bytes.len()
         ),
     ))
+}
+
+fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
 }

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use crate::error::{CheckpointError, Result};
 use crate::pickle::{self, StorageDtype, TensorRef, Value};
 use crate::state_dict::StateDict;
-use crate::zip_entries::read_zip_entries;
+use crate::zip_entries::{read_zip_entries, zip_entries_from_bytes};
 
 /// An opened PyTorch zip archive: its pickle decoded, its storages readable on demand.
 pub struct TorchArchive {
@@ -26,7 +26,16 @@ pub struct TorchArchive {
 impl TorchArchive {
     /// Opens `path` and decodes its `data.pkl`, wherever its single top-level folder is.
     pub fn open(path: &Path) -> Result<Self> {
-        let entries: HashMap<String, Vec<u8>> = read_zip_entries(path)?.into_iter().collect();
+        Self::from_entries(path, read_zip_entries(path)?)
+    }
+
+    /// [`open`](Self::open) of an archive in memory; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::from_entries(path, zip_entries_from_bytes(bytes, path)?)
+    }
+
+    fn from_entries(path: &Path, entries: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let entries: HashMap<String, Vec<u8>> = entries.into_iter().collect();
         let pkl = entries
             .keys()
             .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)

@@ -1,7 +1,7 @@
 //! Reading every entry of a zip archive (PyTorch checkpoints, `.npz`) without trusting its
 //! declared sizes: a few hostile bytes must not make the reader allocate or inflate gigabytes.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use crate::error::{CheckpointError, Result};
@@ -22,7 +22,20 @@ pub fn read_zip_entries(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         .metadata()
         .map_err(|e| CheckpointError::io(path, e))?
         .len();
-    let mut zip = zip::ZipArchive::new(file)
+    zip_entries_of(file, file_len, path)
+}
+
+/// [`read_zip_entries`] of an archive in memory; `path` names it in errors.
+pub fn zip_entries_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    zip_entries_of(std::io::Cursor::new(bytes), bytes.len() as u64, path)
+}
+
+fn zip_entries_of(
+    archive: impl Read + Seek,
+    file_len: u64,
+    path: &Path,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut zip = zip::ZipArchive::new(archive)
         .map_err(|e| CheckpointError::format(path, format!("not a readable zip archive ({e})")))?;
     let budget = file_len
         .saturating_mul(MAX_INFLATE_RATIO)

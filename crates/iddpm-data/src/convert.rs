@@ -145,6 +145,21 @@ fn cifar10_python_records(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         .collect())
 }
 
+/// The records (one label byte, then 3072 pixel bytes in CHW order) of a CIFAR-10 batch: the
+/// python version (a pickle) or the binary one; `path` names it in errors.
+pub fn cifar10_records(bytes: &[u8], path: &Path) -> Result<Vec<Vec<u8>>> {
+    if bytes.first() == Some(&0x80) {
+        cifar10_python_records(path, bytes)
+    } else if !bytes.is_empty() && bytes.len().is_multiple_of(3073) {
+        Ok(bytes.chunks_exact(3073).map(<[u8]>::to_vec).collect())
+    } else {
+        Err(DataError::bad(
+            path,
+            "neither a CIFAR-10 python batch nor a binary batch (3073-byte records)",
+        ))
+    }
+}
+
 /// Writes CIFAR-10 batches found in `input` (a file or a folder) as PNGs into `out`: the python
 /// version (`data_batch_1` ... `test_batch`, pickles) or the binary version (`*.bin`, records of
 /// one label byte and 3072 pixel bytes). With `image_size`, the images are resized as the
@@ -177,16 +192,7 @@ pub fn cifar10_to_folder(input: &Path, out: &Path, image_size: Option<usize>) ->
     let mut index = 0;
     for file in files {
         let bytes = std::fs::read(&file).map_err(|e| DataError::io(&file, e))?;
-        let records: Vec<Vec<u8>> = if bytes.first() == Some(&0x80) {
-            cifar10_python_records(&file, &bytes)?
-        } else if bytes.len() % 3073 == 0 {
-            bytes.chunks_exact(3073).map(<[u8]>::to_vec).collect()
-        } else {
-            return Err(DataError::bad(
-                &file,
-                "neither a CIFAR-10 python batch nor a binary batch (3073-byte records)",
-            ));
-        };
+        let records = cifar10_records(&bytes, &file)?;
         for rec in &records {
             let class = CIFAR10_CLASSES
                 .get(rec[0] as usize)

@@ -23,6 +23,9 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// A zip archive (`.npz`) could not be read, or a file not written.
+    #[error(transparent)]
+    Archive(#[from] iddpm_checkpoint::CheckpointError),
 }
 
 impl DataError {

@@ -151,9 +151,15 @@ fn gif_palette_is_needed(bytes: &[u8]) -> bool {
 /// (bicubic), centre-crop to a square, and map to [−1, 1]. Returns CHW f32.
 pub fn load_image(path: &Path, resolution: usize) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let img = image::load_from_memory(&bytes)
+    decode_image(&bytes, path, resolution)
+}
+
+/// [`load_image`] of a file's bytes; `path` names it in errors. Decoding stays within the
+/// `image` crate's default limits (512 MiB).
+pub fn decode_image(bytes: &[u8], path: &Path, resolution: usize) -> Result<Vec<f32>> {
+    let img = image::load_from_memory(bytes)
         .map_err(|e| DataError::bad(path, format!("cannot decode image: {e}")))?;
-    let mode = PilMode::of_file(&bytes, &img);
+    let mode = PilMode::of_file(bytes, &img);
     Ok(to_chw(&preprocess_as(&img, mode, resolution)))
 }
 

@@ -13,11 +13,17 @@ pub mod convert;
 pub mod dataset;
 pub mod error;
 pub mod fashion_mnist;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idx;
 pub mod image_folder;
+pub mod npy;
+pub mod npz;
 pub mod pictures;
 pub mod pil_resize;
 
 pub use dataset::{Batch, BatchLoader, Dataset, InMemoryDataset, LoaderState, batch_ranges};
 pub use error::{DataError, Result};
-pub use image_folder::{ImageFolder, PilMode, list_image_files, load_image, preprocess_as};
+pub use image_folder::{
+    ImageFolder, PilMode, decode_image, list_image_files, load_image, preprocess_as,
+};

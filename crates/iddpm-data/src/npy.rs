@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{DataError, Result};
 
 /// The longest header read, as NumPy's `max_header_size` default: longer ones are refused
 /// before they are parsed.
@@ -120,7 +120,7 @@ impl NpyArray {
 
     /// Parses `.npy` bytes; `what` names the source in errors.
     pub fn from_bytes(bytes: &[u8], what: &Path) -> Result<Self> {
-        let bad = |m: &str| Error::file(what, format!("not a readable .npy array: {m}"));
+        let bad = |m: &str| DataError::bad(what, format!("not a readable .npy array: {m}"));
         if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {
             return Err(bad("missing the NUMPY magic"));
         }
@@ -216,7 +216,7 @@ impl NpyArray {
 
     /// Reads a `.npy` file.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         Self::from_bytes(&bytes, path)
     }
 }
