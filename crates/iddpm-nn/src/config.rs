@@ -95,7 +95,8 @@ impl UNetConfig {
         self.num_heads_upsample.unwrap_or(self.num_heads)
     }
 
-    /// Checks every channel count against GroupNorm(32) and the attention heads.
+    /// Checks every channel count against GroupNorm(32) and the attention heads, and the
+    /// sizes against [`MAX_CHANNELS`], [`MAX_LEVELS`] and [`MAX_RES_BLOCKS`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.model_channels == 0
             || self.channel_mult.is_empty()
@@ -106,6 +107,7 @@ impl UNetConfig {
                 message: "channel counts and multipliers must be positive".into(),
             });
         }
+        self.check_sizes()?;
         for (level, &mult) in self.channel_mult.iter().enumerate() {
             let ch = mult * self.model_channels;
             if !ch.is_multiple_of(NORM_GROUPS) {
@@ -136,8 +138,50 @@ impl UNetConfig {
         Ok(())
     }
 
-    /// Checks that images of `size` pass through the down- and upsampling unchanged.
+    /// Refuses networks far beyond any real one before their weights are allocated: a typo
+    /// must be an error, not an out-of-memory abort.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        let widest = self
+            .channel_mult
+            .iter()
+            .map(|&m| m.saturating_mul(self.model_channels))
+            .max()
+            .unwrap_or(0);
+        let limits = [
+            ("num_channels", "the widest layer has", widest, MAX_CHANNELS),
+            (
+                "channel_mult",
+                "levels:",
+                self.channel_mult.len(),
+                MAX_LEVELS,
+            ),
+            (
+                "num_res_blocks",
+                "blocks per level:",
+                self.num_res_blocks,
+                MAX_RES_BLOCKS,
+            ),
+        ];
+        for (flag, what, value, limit) in limits {
+            if value > limit {
+                return Err(ConfigError::Flag {
+                    flag,
+                    message: format!("{what} {value}; iddpm builds at most {limit}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that images of `size` pass through the down- and upsampling unchanged, and
+    /// that `size` is at most [`MAX_IMAGE_SIZE`].
     pub fn check_image_size(&self, size: usize) -> Result<(), ConfigError> {
+        if size > MAX_IMAGE_SIZE {
+            return Err(ConfigError::Flag {
+                flag: "image_size",
+                message: format!("{size} is larger than iddpm's limit of {MAX_IMAGE_SIZE}"),
+            });
+        }
         let halvings = self.channel_mult.len() - 1;
         let divisor = 1usize << halvings;
         if size == 0 || !size.is_multiple_of(divisor) {
@@ -150,6 +194,15 @@ impl UNetConfig {
         Ok(())
     }
 }
+
+/// The widest layer iddpm builds (the released models reach 1,024 channels).
+pub const MAX_CHANNELS: usize = 16_384;
+/// The most resolution levels (`channel_mult` entries; the released models have up to 6).
+pub const MAX_LEVELS: usize = 16;
+/// The most residual blocks per level (the released models have up to 3).
+pub const MAX_RES_BLOCKS: usize = 64;
+/// The largest image side (the released models reach 256).
+pub const MAX_IMAGE_SIZE: usize = 4096;
 
 /// The reference's channel multipliers for an image size (32, 64, 256).
 pub fn default_channel_mult(image_size: usize) -> Option<Vec<usize>> {

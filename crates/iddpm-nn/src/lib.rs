@@ -19,7 +19,10 @@ pub use checkpoint::{
     LoadError, Mismatch, apply_state_dict, load_weights, save_weights, state_dict_of,
 };
 pub use conditioning::ConditioningError;
-pub use config::{ConfigError, ModelFlags, NUM_CLASSES, UNetConfig, default_channel_mult};
+pub use config::{
+    ConfigError, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_LEVELS, MAX_RES_BLOCKS, ModelFlags, NUM_CLASSES,
+    UNetConfig, default_channel_mult,
+};
 pub use params::{ParamSlot, ParamVisitor, VisitParams, param_count, param_names};
 pub use timestep_embedding::timestep_embedding;
 pub use unet::{UNetModel, UNetTrace};
