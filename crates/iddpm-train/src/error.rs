@@ -36,6 +36,14 @@ pub enum TrainError {
     /// The data's labels do not suit the network.
     #[error(transparent)]
     Conditioning(#[from] iddpm_nn::ConditioningError),
+    /// A training step failed.
+    #[error("training step {step}: {source}")]
+    AtStep {
+        /// The step that failed.
+        step: u64,
+        /// Why.
+        source: Box<TrainError>,
+    },
     /// Anything else, described.
     #[error("{0}")]
     Other(String),

@@ -8,7 +8,7 @@ use common::{diffusion, ema_values, max_diff, params, tiny_net, tmpdir};
 use iddpm_checkpoint::StateDict;
 use iddpm_data::InMemoryDataset;
 use iddpm_nn::state_dict_of;
-use iddpm_train::{SamplerKind, TrainOptions, Trainer};
+use iddpm_train::{SamplerKind, TrainEvent, TrainOptions, Trainer};
 
 /// Smooth, learnable images: horizontal and vertical gradients with random signs.
 fn data(n: usize) -> InMemoryDataset {
@@ -435,4 +435,46 @@ fn a_resumed_run_keeps_the_logged_history() {
         second.dump_logs().unwrap();
     }
     assert_eq!(logged_steps(&opts.log_dir), vec![1.0, 2.0, 3.0, 4.0]);
+}
+
+/// What the run loop reported, in order.
+fn loop_events(opts: TrainOptions, stop: bool) -> (Vec<String>, iddpm_train::LoopSummary) {
+    let images = data(16);
+    let mut t = Trainer::new(tiny_net(0.0), diffusion(), &images, opts, &Device::flex()).unwrap();
+    let mut seen = Vec::new();
+    let flag = std::sync::atomic::AtomicBool::new(stop);
+    let summary = t
+        .run_loop(&flag, &mut |event| {
+            seen.push(match event {
+                TrainEvent::Step(r) => format!("step {}", r.step),
+                TrainEvent::Saved { step, path } => {
+                    assert!(path.exists());
+                    format!("saved {step}")
+                }
+                TrainEvent::Interrupted { step } => format!("interrupted at {step}"),
+            })
+        })
+        .unwrap();
+    (seen, summary)
+}
+
+#[test]
+fn the_run_loop_saves_at_its_interval_and_at_the_end() {
+    let opts = TrainOptions {
+        max_steps: Some(3),
+        save_interval: 2,
+        ..options("run-loop")
+    };
+    let (events, summary) = loop_events(opts.clone(), false);
+    assert_eq!(
+        events,
+        ["step 1", "step 2", "saved 2", "step 3", "saved 3"],
+        "{events:?}"
+    );
+    assert_eq!((summary.first_step, summary.last_step), (0, 3));
+    assert!(!summary.interrupted);
+    // Stopped before the first step: nothing trained, nothing saved.
+    let (events, summary) = loop_events(opts, true);
+    assert_eq!(events, ["interrupted at 0"]);
+    assert!(summary.interrupted && summary.last_step == 0);
 }

@@ -11,7 +11,7 @@ use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::progress;
-use iddpm::train::{SamplerKind, TrainOptions, Trainer};
+use iddpm::train::{SamplerKind, TrainEvent, TrainOptions, Trainer};
 
 use crate::commands::distributed::DistFlags;
 use crate::commands::ensure_writable_dir;
@@ -272,69 +272,40 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let first_step = trainer.step();
     println!("logging to {}", log_dir.display());
-    let mut last_saved = None;
-    while !trainer.finished() {
-        // Every process stops at the same step when any of them is interrupted.
-        let interrupted = trainer.group_mut().any(stop.load(Ordering::SeqCst))?;
-        if interrupted {
-            bar.suspend(|| {
-                eprintln!(
-                    "interrupted: saving a checkpoint at step {}",
-                    trainer.step()
-                )
-            });
-            break;
-        }
-        let report = trainer
-            .run_step()
-            .with_context(|| format!("training step {}", trainer.step() + 1))?;
-        if report.skipped {
-            bar.suspend(|| {
-                eprintln!(
-                    "step {}: f16 gradients overflowed; update skipped, lg_loss_scale now {:.3}",
-                    report.step,
-                    report.lg_loss_scale.unwrap_or_default()
-                )
-            });
-        }
-        bar.set_position(report.step);
-        let secs = started.elapsed().as_secs_f64();
-        let images = (report.step - first_step) as f64 * args.batch_size as f64;
-        bar.set_message(format!(
-            "loss {:.4}, {:.1} images/s",
-            report.loss,
-            images / secs.max(1e-9)
-        ));
-        if report.step % args.log_interval == 0 {
-            trainer.dump_logs()?;
-        }
-        if report.step % args.save_interval == 0 {
-            let path = bar
-                .suspend(|| trainer.save())
-                .with_context(|| format!("saving a checkpoint in {}", log_dir.display()))?;
-            last_saved = Some(report.step);
-            if main {
-                bar.suspend(|| println!("saved {}", path.display()));
+    let summary = trainer.run_loop(&stop, &mut |event| match event {
+        TrainEvent::Step(report) => {
+            if report.skipped {
+                bar.suspend(|| {
+                    eprintln!(
+                        "step {}: f16 gradients overflowed; update skipped, lg_loss_scale now {:.3}",
+                        report.step,
+                        report.lg_loss_scale.unwrap_or_default()
+                    )
+                });
             }
+            bar.set_position(report.step);
+            let images = (report.step - first_step) as f64 * args.batch_size as f64;
+            let secs = started.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4}, {:.1} images/s",
+                report.loss,
+                images / secs.max(1e-9)
+            ));
         }
-    }
-    // The last steps' logs, unless the last log interval just ended.
-    trainer.dump_logs()?;
-    if last_saved != Some(trainer.step()) && trainer.step() > first_step {
-        let path = trainer
-            .save()
-            .with_context(|| format!("saving a checkpoint in {}", log_dir.display()))?;
-        if main {
+        TrainEvent::Saved { path, .. } if main => {
             bar.suspend(|| println!("saved {}", path.display()));
         }
-    }
+        TrainEvent::Saved { .. } => {}
+        TrainEvent::Interrupted { step } => {
+            bar.suspend(|| eprintln!("interrupted: saving a checkpoint at step {step}"));
+        }
+    })?;
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
     println!(
         "trained {} steps in {:.1} s ({:.2} steps/s); samples and loss curve in {}",
-        trainer.step() - first_step,
-        secs,
-        (trainer.step() - first_step) as f64 / secs.max(1e-9),
+        summary.last_step - summary.first_step,
+        summary.seconds,
+        (summary.last_step - summary.first_step) as f64 / summary.seconds.max(1e-9),
         log_dir.display()
     );
     if args.heldout_bpd > 0 && main {

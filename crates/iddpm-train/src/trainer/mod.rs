@@ -28,6 +28,7 @@ mod loss_scaler;
 mod manifest;
 mod options;
 mod preview;
+mod run_loop;
 mod step_parts;
 
 use loss_scaler::LossScaler;
@@ -35,6 +36,7 @@ use step_parts::{Examples, StepAccumulator, global_norm};
 
 pub use checkpoints::parse_resume_step;
 pub use options::{INITIAL_LG_LOSS_SCALE, SamplerKind, StepReport, TrainOptions};
+pub use run_loop::{LoopSummary, TrainEvent};
 
 enum TimestepSampler {
     Uniform(UniformSampler),
