@@ -2,14 +2,17 @@
 //! `super_res_train.py`.
 
 use anyhow::{Context, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use burn::tensor::Device;
 use clap::{ArgAction, Args};
+use iddpm::ModelSpec;
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::{NllOptions, evaluate_nll};
+use iddpm::nn::UNetModel;
 use iddpm::progress;
 use iddpm::train::{SamplerKind, TrainEvent, TrainOptions, Trainer};
 
@@ -130,102 +133,16 @@ const HELDOUT: usize = 1000;
 /// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
 /// save a checkpoint first).
 pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
-    if args.use_fp16 && !args.device.starts_with("cuda") {
-        bail!(
-            "--use_fp16 True needs a CUDA device (--device cuda), not --device {}: \
-             f16 on the CPU is slower than f32; train in f32",
-            args.device
-        );
-    }
-    if args.fp16_scale_growth.is_nan() || args.fp16_scale_growth < 0.0 {
-        bail!(
-            "--fp16_scale_growth {} must be zero or positive",
-            args.fp16_scale_growth
-        );
-    }
+    check_fp16_flags(args)?;
     let (rank, world_size) = args.dist.placement()?;
     let device = args.dist.device(&args.device, rank, world_size)?;
-    let size = if super_res {
-        args.large_size
-            .context("super_res_train needs --large_size")?
-    } else {
-        args.model.image_size
-    };
-    let small_size = if super_res {
-        Some(
-            args.small_size
-                .context("super_res_train needs --small_size")?,
-        )
-    } else {
-        None
-    };
+    let (size, small_size) = image_sizes(args, super_res)?;
     let spec = args.model.spec(size, super_res)?;
     let unet = spec.model.unet_config(super_res)?;
-    let log_dir = args.log_dir.clone().unwrap_or_else(|| {
-        let command = if super_res {
-            "super_res_train"
-        } else {
-            "train"
-        };
-        // Every process of a data-parallel run must land in the same folder.
-        if world_size > 1 {
-            crate::commands::run_dir_name(command)
-        } else {
-            crate::commands::fresh_run_dir(command)
-        }
-    });
+    let log_dir = log_dir(args, super_res, world_size);
     ensure_writable_dir(&log_dir)?;
-    let (train_data, heldout): (Box<dyn Dataset>, Option<InMemoryDataset>) = match &args.data_dir {
-        Some(dir) => {
-            let folder = ImageFolder::open(dir, size, spec.model.class_cond)
-                .with_context(|| format!("reading --data_dir {}", dir.display()))?;
-            println!("data: {} images in {}", folder.len(), dir.display());
-            (Box::new(folder), None)
-        }
-        None => {
-            if size != fashion_mnist::RESOLUTION {
-                bail!(
-                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
-                );
-            }
-            let mut all = fashion_mnist::embedded()?;
-            let heldout = all.split_off(HELDOUT);
-            println!(
-                "data: embedded Fashion-MNIST, {} training and {} held-out images",
-                all.len(),
-                heldout.len()
-            );
-            (Box::new(all), Some(heldout))
-        }
-    };
-    let microbatch = if args.microbatch <= 0 {
-        0
-    } else {
-        args.microbatch as usize
-    };
-    let opts = TrainOptions {
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        lr_anneal_steps: args.lr_anneal_steps,
-        batch_size: args.batch_size,
-        microbatch,
-        ema_rates: args.ema_rate.0.clone(),
-        log_interval: args.log_interval,
-        save_interval: args.save_interval,
-        max_steps: args.max_steps,
-        seed: args.seed,
-        schedule_sampler: args.schedule_sampler,
-        log_dir: log_dir.clone(),
-        preview_samples: args.preview_samples,
-        preview_steps: args.preview_steps,
-        preview_ddim: args.preview_use_ddim,
-        small_size,
-        quiet: true,
-        use_fp16: args.use_fp16,
-        fp16_scale_growth: args.fp16_scale_growth,
-        resume_weights_only: args.resume_weights_only,
-        ..TrainOptions::default()
-    };
+    let (train_data, heldout) = training_data(args, size, spec.model.class_cond)?;
+    let opts = train_options(args, log_dir.clone(), small_size);
     let mut trainer = Trainer::new(
         unet,
         spec.diffusion.clone(),
@@ -309,41 +226,10 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         log_dir.display()
     );
     if args.heldout_bpd > 0 && main {
-        let Some(heldout) = heldout else {
-            bail!("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data");
-        };
-        let diffusion = spec.diffusion.build_with_respacing("")?;
-        let n = args.heldout_bpd.min(heldout.len());
+        let heldout = heldout
+            .context("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data")?;
         let model = trainer.inference_model()?;
-        let bar = progress::bar(n as u64, "held-out bits/dim", "images");
-        let opts = NllOptions {
-            num_images: n,
-            batch_size: args.batch_size.clamp(1, 64),
-            clip_denoised: true,
-            seed: args.seed,
-            shard: None,
-        };
-        let report = evaluate_nll(
-            model,
-            &diffusion,
-            &heldout,
-            &opts,
-            &device,
-            &mut |done, bpd| {
-                bar.set_position(done as u64);
-                bar.set_message(format!("{bpd:.4} bits/dim"));
-            },
-        )?;
-        bar.finish_and_clear();
-        println!(
-            "held-out NLL of the EMA model: {:.4} ± {:.4} bits/dim over {} images (± one standard error)",
-            report.bpd, report.bpd_stderr, report.num_images
-        );
-        let line = format!(
-            "heldout_bpd,{},{},{}\n",
-            report.bpd, report.num_images, report.bpd_stderr
-        );
-        iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())?;
+        report_heldout_bpd(args, &spec, model, &heldout, &device, &log_dir)?;
     }
     if main {
         let secs = started.elapsed().as_secs();
@@ -354,4 +240,161 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Evaluates the full-T bound of `model` (the EMA) on the held-out images, prints it and writes
+/// `heldout_bpd.csv` into the run's folder.
+fn report_heldout_bpd(
+    args: &TrainArgs,
+    spec: &ModelSpec,
+    model: &UNetModel,
+    heldout: &InMemoryDataset,
+    device: &Device,
+    log_dir: &Path,
+) -> anyhow::Result<()> {
+    let diffusion = spec.diffusion.build_with_respacing("")?;
+    let n = args.heldout_bpd.min(heldout.len());
+    let bar = progress::bar(n as u64, "held-out bits/dim", "images");
+    let opts = NllOptions {
+        num_images: n,
+        batch_size: args.batch_size.clamp(1, 64),
+        clip_denoised: true,
+        seed: args.seed,
+        shard: None,
+    };
+    let report = evaluate_nll(
+        model,
+        &diffusion,
+        heldout,
+        &opts,
+        device,
+        &mut |done, bpd| {
+            bar.set_position(done as u64);
+            bar.set_message(format!("{bpd:.4} bits/dim"));
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "held-out NLL of the EMA model: {:.4} ± {:.4} bits/dim over {} images (± one standard error)",
+        report.bpd, report.bpd_stderr, report.num_images
+    );
+    let line = format!(
+        "heldout_bpd,{},{},{}\n",
+        report.bpd, report.num_images, report.bpd_stderr
+    );
+    iddpm::checkpoint::write_atomic(&log_dir.join("heldout_bpd.csv"), line.as_bytes())?;
+    Ok(())
+}
+
+/// The training images (`--data_dir`, or the embedded Fashion-MNIST training split) and, for
+/// the embedded set, its held-out split.
+fn training_data(
+    args: &TrainArgs,
+    size: usize,
+    class_cond: bool,
+) -> anyhow::Result<(Box<dyn Dataset>, Option<InMemoryDataset>)> {
+    Ok(match &args.data_dir {
+        Some(dir) => {
+            let folder = ImageFolder::open(dir, size, class_cond)
+                .with_context(|| format!("reading --data_dir {}", dir.display()))?;
+            println!("data: {} images in {}", folder.len(), dir.display());
+            (Box::new(folder), None)
+        }
+        None => {
+            if size != fashion_mnist::RESOLUTION {
+                bail!(
+                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
+                );
+            }
+            let mut all = fashion_mnist::embedded()?;
+            let heldout = all.split_off(HELDOUT);
+            println!(
+                "data: embedded Fashion-MNIST, {} training and {} held-out images",
+                all.len(),
+                heldout.len()
+            );
+            (Box::new(all), Some(heldout))
+        }
+    })
+}
+
+/// The library's options from the flags.
+fn train_options(args: &TrainArgs, log_dir: PathBuf, small_size: Option<usize>) -> TrainOptions {
+    let microbatch = if args.microbatch <= 0 {
+        0
+    } else {
+        args.microbatch as usize
+    };
+    TrainOptions {
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        lr_anneal_steps: args.lr_anneal_steps,
+        batch_size: args.batch_size,
+        microbatch,
+        ema_rates: args.ema_rate.0.clone(),
+        log_interval: args.log_interval,
+        save_interval: args.save_interval,
+        max_steps: args.max_steps,
+        seed: args.seed,
+        schedule_sampler: args.schedule_sampler,
+        log_dir,
+        preview_samples: args.preview_samples,
+        preview_steps: args.preview_steps,
+        preview_ddim: args.preview_use_ddim,
+        small_size,
+        quiet: true,
+        use_fp16: args.use_fp16,
+        fp16_scale_growth: args.fp16_scale_growth,
+        resume_weights_only: args.resume_weights_only,
+        ..TrainOptions::default()
+    }
+}
+
+/// Refuses mixed precision off CUDA and a negative loss-scale growth.
+fn check_fp16_flags(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.use_fp16 && !args.device.starts_with("cuda") {
+        bail!(
+            "--use_fp16 True needs a CUDA device (--device cuda), not --device {}: \
+             f16 on the CPU is slower than f32; train in f32",
+            args.device
+        );
+    }
+    if args.fp16_scale_growth.is_nan() || args.fp16_scale_growth < 0.0 {
+        bail!(
+            "--fp16_scale_growth {} must be zero or positive",
+            args.fp16_scale_growth
+        );
+    }
+    Ok(())
+}
+
+/// The training image size and, for super-resolution, the low-resolution one.
+fn image_sizes(args: &TrainArgs, super_res: bool) -> anyhow::Result<(usize, Option<usize>)> {
+    if !super_res {
+        return Ok((args.model.image_size, None));
+    }
+    let large = args
+        .large_size
+        .context("super_res_train needs --large_size")?;
+    let small = args
+        .small_size
+        .context("super_res_train needs --small_size")?;
+    Ok((large, Some(small)))
+}
+
+/// `--log_dir`, or a new folder under `runs/` (named alike by every process of a run).
+fn log_dir(args: &TrainArgs, super_res: bool, world_size: usize) -> PathBuf {
+    args.log_dir.clone().unwrap_or_else(|| {
+        let command = if super_res {
+            "super_res_train"
+        } else {
+            "train"
+        };
+        // Every process of a data-parallel run must land in the same folder.
+        if world_size > 1 {
+            crate::commands::run_dir_name(command)
+        } else {
+            crate::commands::fresh_run_dir(command)
+        }
+    })
 }
