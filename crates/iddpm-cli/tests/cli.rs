@@ -190,15 +190,6 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
         |flag: &'static str, value: &'static str| vec!["train", flag, value, "--log_dir", out_s];
     check(train_flags("--ema_rate", "0.999,fast"), "\"fast\"");
     check(train_flags("--schedule_sampler", "lossy"), "lossy");
-    // Several processes: a rank outside the world, or half of the pair.
-    check(
-        with_model(&["--rank", "2", "--world_size", "2"]),
-        "--rank 2 does not exist with --world_size 2",
-    );
-    check(
-        with_model(&["--rank", "1"]),
-        "--rank and --world_size go together",
-    );
     // Mixed precision is for CUDA devices; asked for on the CPU it is refused up front.
     let train_dir = out.join("train");
     check(
@@ -324,4 +315,21 @@ fn default_outputs_go_to_a_new_folder_under_runs() {
     for f in &folders {
         assert!(f.join("samples_1x32x32x3.npz").is_file(), "{}", f.display());
     }
+}
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_multi_process_launch_without_mpi_is_refused_with_instructions() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(["sample", "--model_path", "absent.pt", "--num_samples", "1"])
+        .args(["--image_size", "32"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("built without MPI") && stderr.contains("--features mpi"),
+        "{stderr}"
+    );
 }

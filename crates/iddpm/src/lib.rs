@@ -69,6 +69,7 @@ pub mod model_and_diffusion;
 pub mod nll;
 pub mod progress;
 pub mod sample;
+pub mod sharding;
 
 pub use device::{default_device, parse_device};
 pub use error::{Error, Result};

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args};
 use iddpm::data::{Dataset, ImageFolder, fashion_mnist};
 use iddpm::io::{NpyArray, NpyData, write_npz};
-use iddpm::nll::{NllBatch, NllOptions, combine_nll, evaluate_nll_batches};
+use iddpm::nll::{NllOptions, combine_nll, evaluate_nll_batches};
 use iddpm::progress;
 use iddpm::sample::Shard;
 
-use crate::commands::distributed::DistFlags;
+use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::ensure_writable_dir;
 use crate::flags::{ModelArgs, RunFlags, parse_bool};
+use iddpm::sharding::gather_nll_batches;
 
 /// Arguments of `iddpm nll`.
 #[derive(Args)]
@@ -29,8 +30,6 @@ pub struct NllArgs {
     #[command(flatten)]
     pub run: RunFlags,
     #[command(flatten)]
-    pub dist: DistFlags,
-    #[command(flatten)]
     pub model: ModelArgs,
 }
 
@@ -39,8 +38,9 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
     if args.num_samples == 0 || args.run.batch_size == 0 {
         bail!("--num_samples and --batch_size must be at least 1");
     }
-    let (rank, world) = args.dist.placement()?;
-    let device = args.dist.device(&args.run.device, rank, world)?;
+    let mut group = join_processes()?;
+    let (rank, world) = (group.rank(), group.world_size());
+    let device = device_for(&args.run.device, &group)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
@@ -68,7 +68,6 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
         .load(&args.run.model_path, &device)
         .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
     let n = args.num_samples.min(data.len());
-    let mut group = args.dist.connect(rank, world)?;
     let shard = (world > 1).then_some(Shard {
         index: rank,
         count: world,
@@ -98,30 +97,8 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     // With several processes, rank 0 collects every batch's sums and writes the results.
     let t = diffusion.num_timesteps();
-    let batches = if world > 1 {
-        let bytes: Vec<u8> = batches
-            .iter()
-            .flat_map(NllBatch::to_values)
-            .flat_map(f64::to_le_bytes)
-            .collect();
-        let Some(parts) = group.gather_bytes(&bytes)? else {
-            return Ok(());
-        };
-        let mut all = Vec::new();
-        for (r, part) in parts.iter().enumerate() {
-            let values: Vec<f64> = part
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect();
-            for chunk in values.chunks(NllBatch::values_len(t)) {
-                all.push(NllBatch::from_values(chunk, t).with_context(|| {
-                    format!("rank {r} sent malformed results (are the flags the same?)")
-                })?);
-            }
-        }
-        all
-    } else {
-        batches
+    let Some(batches) = gather_nll_batches(&mut group, batches, t)? else {
+        return Ok(group.finish()?);
     };
     let report = combine_nll(batches, t)?;
     for (name, terms) in [
@@ -154,5 +131,5 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
         report.num_images,
         path.display()
     );
-    Ok(())
+    Ok(group.finish()?)
 }

@@ -9,9 +9,10 @@ use iddpm::io::NpyArray;
 use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
 
-use crate::commands::distributed::{DistFlags, gather_samples};
+use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
+use iddpm::sharding::gather_samples;
 
 /// Arguments of `iddpm sample`.
 #[derive(Args)]
@@ -27,8 +28,6 @@ pub struct SampleArgs {
     pub init_noise: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunFlags,
-    #[command(flatten)]
-    pub dist: DistFlags,
     #[command(flatten)]
     pub sampler: SamplerFlags,
     #[command(flatten)]
@@ -66,8 +65,9 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     if args.run.batch_size == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let (rank, world) = args.dist.placement()?;
-    let device = args.dist.device(&args.run.device, rank, world)?;
+    let mut group = join_processes()?;
+    let (rank, world) = (group.rank(), group.world_size());
+    let device = device_for(&args.run.device, &group)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
@@ -113,7 +113,6 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             count: world,
         }),
     };
-    let mut group = args.dist.connect(rank, world)?;
     let batches = (0..args.num_samples.div_ceil(args.run.batch_size))
         .filter(|k| k % world == rank)
         .count() as u64;
@@ -138,7 +137,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     // With several processes, rank 0 collects every batch and writes the files.
     let Some(samples) = gather_samples(&mut group, samples, args.num_samples, args.run.batch_size)?
     else {
-        return Ok(());
+        return Ok(group.finish()?);
     };
     let secs = started.elapsed().as_secs_f64();
     let n = samples.n;
@@ -149,5 +148,5 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         npz.display(),
         png.display()
     );
-    Ok(())
+    Ok(group.finish()?)
 }

@@ -8,9 +8,10 @@ use iddpm::io::{NpyData, read_npz};
 use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
 
-use crate::commands::distributed::{DistFlags, gather_samples};
+use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
+use iddpm::sharding::gather_samples;
 
 /// Arguments of `iddpm super_res_sample`.
 #[derive(Args)]
@@ -29,8 +30,6 @@ pub struct SuperResArgs {
     pub num_samples: Option<usize>,
     #[command(flatten)]
     pub run: RunFlags,
-    #[command(flatten)]
-    pub dist: DistFlags,
     #[command(flatten)]
     pub sampler: SamplerFlags,
     #[command(flatten)]
@@ -94,8 +93,9 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (rank, world) = args.dist.placement()?;
-    let device = args.dist.device(&args.run.device, rank, world)?;
+    let mut group = join_processes()?;
+    let (rank, world) = (group.rank(), group.world_size());
+    let device = device_for(&args.run.device, &group)?;
     let spec = args.model.spec(args.large_size, true)?;
     // Only rank 0 writes; a default folder is made once, by it.
     let output_dir = args.run.output_dir("super_res_sample");
@@ -120,7 +120,6 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
             count: world,
         }),
     };
-    let mut group = args.dist.connect(rank, world)?;
     let batches = (0..n.div_ceil(args.run.batch_size))
         .filter(|k| k % world == rank)
         .count() as u64;
@@ -134,7 +133,7 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     let Some(samples) = gather_samples(&mut group, samples, n, args.run.batch_size)? else {
-        return Ok(());
+        return Ok(group.finish()?);
     };
     let (npz, png) = write_samples(&output_dir, samples, 64)?;
     println!(
@@ -143,5 +142,5 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
         png.display(),
         l = args.large_size
     );
-    Ok(())
+    Ok(group.finish()?)
 }

@@ -16,7 +16,7 @@ use iddpm::nn::UNetModel;
 use iddpm::progress;
 use iddpm::train::{SamplerKind, TrainEvent, TrainOptions, Trainer};
 
-use crate::commands::distributed::DistFlags;
+use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::ensure_writable_dir;
 use crate::flags::{CommaList, ModelArgs, parse_bool};
 
@@ -112,8 +112,6 @@ pub struct TrainArgs {
     /// Preview with DDIM (η = 0); False samples ancestrally, with the model's variances.
     #[arg(long = "preview_use_ddim", alias = "preview-use-ddim", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
     pub preview_use_ddim: bool,
-    #[command(flatten)]
-    pub dist: DistFlags,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
     #[arg(long = "heldout_bpd", alias = "heldout-bpd", default_value_t = 0)]
     pub heldout_bpd: usize,
@@ -134,8 +132,9 @@ const HELDOUT: usize = 1000;
 /// save a checkpoint first).
 pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     check_fp16_flags(args)?;
-    let (rank, world_size) = args.dist.placement()?;
-    let device = args.dist.device(&args.device, rank, world_size)?;
+    let group = join_processes()?;
+    let (rank, world_size) = (group.rank(), group.world_size());
+    let device = device_for(&args.device, &group)?;
     let (size, small_size) = image_sizes(args, super_res)?;
     let spec = args.model.spec(size, super_res)?;
     let unet = spec.model.unet_config(super_res)?;
@@ -150,10 +149,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         opts,
         &device,
     )?;
-    if world_size > 1 {
-        let group = args.dist.connect(rank, world_size)?;
-        trainer.join_group(group)?;
-    }
+    trainer.join_group(group)?;
     let main = rank == 0;
     if !args.resume_checkpoint.is_empty() {
         let step = trainer
@@ -239,7 +235,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
             secs % 60
         );
     }
-    Ok(())
+    Ok(trainer.leave_group().finish()?)
 }
 
 /// Evaluates the full-T bound of `model` (the EMA) on the held-out images, prints it and writes

@@ -230,6 +230,10 @@ impl<'d> Trainer<'d> {
     /// equal a single process training on the global batch with `--microbatch batch_size`.
     /// Call before [`resume`](Self::resume).
     pub fn join_group(&mut self, mut group: ProcessGroup) -> Result<()> {
+        if group.world_size() == 1 {
+            self.group = group;
+            return Ok(());
+        }
         let global_batch = self.opts.batch_size * group.world_size();
         let data = self.loader.data();
         if data.len() < global_batch {
@@ -269,6 +273,12 @@ impl<'d> Trainer<'d> {
         }
         self.group = group;
         Ok(())
+    }
+
+    /// Hands the process group back (leaving a group of one), e.g. to
+    /// [`finish`](ProcessGroup::finish) it at the end of a run.
+    pub fn leave_group(&mut self) -> ProcessGroup {
+        std::mem::replace(&mut self.group, ProcessGroup::single())
     }
 
     /// The process group (a group of one unless [`join_group`](Self::join_group) was called).
