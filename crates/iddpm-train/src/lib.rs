@@ -15,7 +15,7 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use adamw::AdamW;
-pub use distributed::ProcessGroup;
+pub use distributed::{CommStats, ProcessGroup};
 pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use logger::Logger;

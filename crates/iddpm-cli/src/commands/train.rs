@@ -14,7 +14,7 @@ use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
-use iddpm::train::{SamplerKind, TrainEvent, TrainOptions, Trainer};
+use iddpm::train::{ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
 
 use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::ensure_writable_dir;
@@ -151,6 +151,10 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     )?;
     trainer.join_group(group)?;
     let main = rank == 0;
+    if main {
+        let params = iddpm::nn::param_count(trainer.model_mut());
+        println!("model: {params} parameters");
+    }
     if !args.resume_checkpoint.is_empty() {
         let step = trainer
             .resume(std::path::Path::new(&args.resume_checkpoint))
@@ -235,7 +239,9 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
             secs % 60
         );
     }
-    Ok(trainer.leave_group().finish()?)
+    let group = trainer.leave_group();
+    report_communication(&group, summary.last_step - summary.first_step);
+    Ok(group.finish()?)
 }
 
 /// Evaluates the full-T bound of `model` (the EMA) on the held-out images, prints it and writes
@@ -393,4 +399,21 @@ fn log_dir(args: &TrainArgs, super_res: bool, world_size: usize) -> PathBuf {
             crate::commands::fresh_run_dir(command)
         }
     })
+}
+
+/// In a multi-process run, each rank's time in collectives and bytes sent, per step.
+fn report_communication(group: &ProcessGroup, steps: u64) {
+    if group.world_size() == 1 || steps == 0 {
+        return;
+    }
+    let stats = group.stats();
+    eprintln!(
+        "rank {}: {:.3} s in {} collectives ({:.2} ms per step), {} bytes sent ({} per step)",
+        group.rank(),
+        stats.seconds,
+        stats.calls,
+        stats.seconds * 1e3 / steps as f64,
+        stats.bytes_sent,
+        stats.bytes_sent / steps
+    );
 }

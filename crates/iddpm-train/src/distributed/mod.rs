@@ -17,12 +17,24 @@ pub mod reduce;
 
 use crate::error::Result;
 
+/// What this process's collectives cost so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommStats {
+    /// Collective calls.
+    pub calls: u64,
+    /// Wall-clock seconds inside them (waiting for slower ranks included).
+    pub seconds: f64,
+    /// Bytes this process handed to MPI for the other processes.
+    pub bytes_sent: u64,
+}
+
 /// This process's place in a multi-process run, and the collectives between the processes.
 pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     local_rank: usize,
     mpi: Option<mpi_backend::MpiWorld>,
+    stats: CommStats,
 }
 
 impl std::fmt::Debug for ProcessGroup {
@@ -50,6 +62,7 @@ impl ProcessGroup {
             world_size: 1,
             local_rank: 0,
             mpi: None,
+            stats: CommStats::default(),
         }
     }
 
@@ -71,6 +84,7 @@ impl ProcessGroup {
             world_size,
             local_rank,
             mpi: Some(world),
+            stats: CommStats::default(),
         })
     }
 
@@ -109,51 +123,85 @@ impl ProcessGroup {
     /// Sums `data` over all ranks, element by element in rank order (((x₀ + x₁) + x₂) + …),
     /// and gives every rank the result.
     pub fn all_reduce_sum(&mut self, data: &mut [f32]) -> Result<()> {
-        match self.backend() {
-            None => Ok(()),
-            Some(mpi) => mpi.all_reduce_sum(data),
-        }
+        // Alltoall and allgather each send (W-1)/W of the vector: a ring all-reduce's bytes.
+        let sent = self.share_of_others(data.len() * 8);
+        self.timed(sent, |mpi| mpi.all_reduce_sum(data), || Ok(()))
     }
 
     /// Concatenates every rank's `local` values (equal lengths) in rank order, on every rank.
     pub fn all_gather(&mut self, local: &[f32]) -> Result<Vec<f32>> {
-        match self.backend() {
-            None => Ok(local.to_vec()),
-            Some(mpi) => mpi.all_gather(local),
-        }
+        let sent = (local.len() * 4 * self.world_size.saturating_sub(1)) as u64;
+        self.timed(sent, |mpi| mpi.all_gather(local), || Ok(local.to_vec()))
     }
 
     /// Collects every rank's bytes (any lengths) on rank 0, in rank order; the other ranks
     /// get `None`.
     pub fn gather_bytes(&mut self, local: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
-        match self.backend() {
-            None => Ok(Some(vec![local.to_vec()])),
-            Some(mpi) => mpi.gather_bytes(local),
-        }
+        let sent = if self.is_main() {
+            0
+        } else {
+            local.len() as u64
+        };
+        self.timed(
+            sent,
+            |mpi| mpi.gather_bytes(local),
+            || Ok(Some(vec![local.to_vec()])),
+        )
     }
 
     /// Gives every rank rank 0's `data` (same length everywhere).
     pub fn broadcast(&mut self, data: &mut [f32]) -> Result<()> {
-        match self.backend() {
-            None => Ok(()),
-            Some(mpi) => mpi.broadcast(data),
-        }
+        let sent = if self.is_main() {
+            (data.len() * 4) as u64
+        } else {
+            0
+        };
+        self.timed(sent, |mpi| mpi.broadcast(data), || Ok(()))
     }
 
     /// Waits until every rank gets here.
     pub fn barrier(&mut self) -> Result<()> {
-        match self.backend() {
-            None => Ok(()),
-            Some(mpi) => mpi.barrier(),
-        }
+        self.timed(0, |mpi| mpi.barrier(), || Ok(()))
     }
 
     /// Whether any rank asks to stop (so that all stop at the same step).
     pub fn any(&mut self, local: bool) -> Result<bool> {
-        match self.backend() {
-            None => Ok(local),
-            Some(mpi) => mpi.any(local),
-        }
+        self.timed(4, |mpi| mpi.any(local), || Ok(local))
+    }
+
+    /// What this process's collectives have cost so far.
+    pub fn stats(&self) -> CommStats {
+        self.stats
+    }
+
+    /// Starts counting [`stats`](Self::stats) afresh (e.g. after setting a run up).
+    pub fn reset_stats(&mut self) {
+        self.stats = CommStats::default();
+    }
+
+    /// Runs a collective on the MPI world (or `alone` in a group of one), counting its time
+    /// and the bytes it sends.
+    fn timed<T>(
+        &mut self,
+        bytes_sent: u64,
+        collective: impl FnOnce(&mut mpi_backend::MpiWorld) -> Result<T>,
+        alone: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let Some(mpi) = self.mpi.as_mut().filter(|m| m.size() > 1) else {
+            return alone();
+        };
+        let started = std::time::Instant::now();
+        let result = collective(mpi);
+        self.stats.calls += 1;
+        self.stats.seconds += started.elapsed().as_secs_f64();
+        self.stats.bytes_sent += bytes_sent;
+        result
+    }
+
+    /// (W-1)/W of `bytes`: what one rank sends in an all-to-all or all-gather of them.
+    fn share_of_others(&self, bytes: usize) -> u64 {
+        let w = self.world_size as u64;
+        bytes as u64 * (w - 1) / w
     }
 
     /// Leaves the run cleanly (MPI_Finalize). A group dropped without `finish`, as on an
@@ -164,10 +212,5 @@ impl ProcessGroup {
             mpi.finish();
         }
         Ok(())
-    }
-
-    /// The MPI world, when there are other processes to talk to.
-    fn backend(&mut self) -> Option<&mut mpi_backend::MpiWorld> {
-        self.mpi.as_mut().filter(|m| m.size() > 1)
     }
 }

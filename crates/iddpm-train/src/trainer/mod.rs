@@ -271,6 +271,8 @@ impl<'d> Trainer<'d> {
         for ema in &mut self.emas {
             ema.params = flats.clone();
         }
+        // Training steps' communication is what the statistics are for.
+        group.reset_stats();
         self.group = group;
         Ok(())
     }
