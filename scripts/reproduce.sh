@@ -122,6 +122,17 @@ arm_flags() { read -ra MODEL <<<"${ARMS[$1]%%|*}"; read -ra EXTRA <<<"${ARMS[$1]
 
 newest_checkpoint() { find "$1" -maxdepth 1 -name 'model*.safetensors' 2>/dev/null | sort | tail -1; }
 
+# A training segment that was killed (e.g. at the end of a session) never recorded its time:
+# count it up to the last write of its log, so that the budget includes the work it lost.
+count_killed_segment() {
+  local dir=$1 began last
+  [ -f "$dir/segment_started" ] || return 0
+  began=$(cat "$dir/segment_started")
+  last=$(stat -c %Y "$dir/progress.csv" 2>/dev/null || echo "$began")
+  echo $((last > began ? last - began : 0)) >>"$dir/wall_seconds"
+  rm -f "$dir/segment_started"
+}
+
 train() {
   local arm=$1 out=$RESULTS/$1/train.json dir=$WORK/$1
   [ -f "$out" ] && return
@@ -130,10 +141,13 @@ train() {
   ckpt=$(newest_checkpoint "$dir")
   [ -n "$ckpt" ] && resume=(--resume_checkpoint "$ckpt")
   log "$arm: training to step $STEPS ${ckpt:+(resuming from $ckpt)}"
+  count_killed_segment "$dir"
+  date +%s >"$dir/segment_started"
   local start=$SECONDS
   "$IDDPM" train --data_dir "$WORK/data/train32" "${NET[@]}" "${MODEL[@]}" "${TRAIN[@]}" "${EXTRA[@]}" \
     --max_steps "$STEPS" --log_dir "$dir" "${resume[@]}"
   echo $((SECONDS - start)) >>"$dir/wall_seconds"
+  rm -f "$dir/segment_started"
   local step
   step=$(basename "$(newest_checkpoint "$dir")" .safetensors)
   [ "${step#model}" = "$(printf '%06d' "$STEPS")" ] || { log "$arm: stopped before step $STEPS"; exit 1; }
