@@ -118,6 +118,18 @@ fn train_resume_sample_nll() {
     let arr = read_npz_array(&samples.join("samples_5x8x8x3.npz"), "arr_0").unwrap();
     assert_eq!(arr.shape, vec![5, 8, 8, 3]);
     assert!(matches!(arr.data, NpyData::U8(_)));
+    // The batches kept for a resume are gone once the files are written.
+    let kept = std::fs::read_dir(&samples)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".batches-")
+        })
+        .count();
+    assert_eq!(kept, 0);
 
     let nll_out = tmp("nll");
     let out = run(with(

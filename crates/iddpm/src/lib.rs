@@ -52,6 +52,7 @@
 //!     init_noise: None,
 //!     low_res: None,
 //!     shard: None,
+//!     batch_dir: None,
 //! };
 //! let samples = sample_images(&model, &diffusion, &opts, &device, &mut |_| {})?;
 //! iddpm::io::save_grid("samples.png".as_ref(), &samples.images, samples.n, 32, 32)?;

@@ -1,9 +1,11 @@
 //! Drawing image samples in batches, as the reference's `image_sample.py`.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::batch_ranges;
+use iddpm_data::npy::{NpyArray, NpyData};
 use iddpm_diffusion::{
     Conditioning, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions, SampleRequest,
     Sampler, SeededNoise, splitmix64_mix,
@@ -38,6 +40,11 @@ pub struct SampleOptions {
     pub low_res: Option<(Vec<f32>, usize)>,
     /// Draw only this share of the batches (one process of several); `None`: all.
     pub shard: Option<Shard>,
+    /// Where each finished batch's images are kept (`batch_{k:06}.npy`, uint8 NHWC). A rerun
+    /// with the same options takes them instead of sampling again, so an interrupted run
+    /// resumes where it stopped, with the same result: each batch has its own noise
+    /// generator. `None`: nothing is kept.
+    pub batch_dir: Option<PathBuf>,
 }
 
 /// One process's share of the batches: batch k belongs to process `k % count`.
@@ -107,12 +114,26 @@ pub fn sample_images(
         done_steps += 1;
         progress(done_steps);
     };
+    let steps = diffusion.num_timesteps() as u64;
     for (k, part) in batch_ranges(opts.num_samples, opts.batch_size).enumerate() {
         if opts.shard.is_some_and(|sh| !sh.owns(k)) {
             continue;
         }
-        let sample = sampler.sample_batch(k, part.clone(), &mut on_step)?;
-        images.extend(to_uint8_nhwc(&to_f32_vec(sample), part.len(), 3, s, s));
+        let kept = opts.batch_dir.as_deref().map(|dir| BatchFile::new(dir, k));
+        match kept.as_ref().and_then(|f| f.read(part.len(), s)) {
+            Some(pixels) => {
+                images.extend(pixels);
+                (0..steps).for_each(|_| on_step());
+            }
+            None => {
+                let sample = sampler.sample_batch(k, part.clone(), &mut on_step)?;
+                let pixels = to_uint8_nhwc(&to_f32_vec(sample), part.len(), 3, s, s);
+                if let Some(file) = &kept {
+                    file.write(&pixels, part.len(), s)?;
+                }
+                images.extend(pixels);
+            }
+        }
         if let Some(l) = &labels {
             own_labels.extend_from_slice(&l[part]);
         }
@@ -184,6 +205,41 @@ fn labels_to_sample(opts: &SampleOptions, classes: Option<usize>) -> Result<Opti
             ))
         }
         (None, None) => Ok(None),
+    }
+}
+
+/// A finished batch's images on disk, for [`SampleOptions::batch_dir`].
+struct BatchFile {
+    path: PathBuf,
+}
+
+impl BatchFile {
+    fn new(dir: &Path, k: usize) -> Self {
+        Self {
+            path: dir.join(format!("batch_{k:06}.npy")),
+        }
+    }
+
+    /// The batch's `b` images of side `s`, if a file of exactly that shape is there.
+    fn read(&self, b: usize, s: usize) -> Option<Vec<u8>> {
+        let array = NpyArray::read(&self.path).ok()?;
+        match array.data {
+            NpyData::U8(pixels) if array.shape == [b, s, s, 3] => Some(pixels),
+            _ => None,
+        }
+    }
+
+    /// Keeps the batch's images (atomically, so that a kill never leaves half a batch).
+    fn write(&self, pixels: &[u8], b: usize, s: usize) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let array = NpyArray {
+            shape: vec![b, s, s, 3],
+            data: NpyData::U8(pixels.to_vec()),
+        };
+        iddpm_checkpoint::write_atomic(&self.path, &array.to_bytes())?;
+        Ok(())
     }
 }
 

@@ -13,6 +13,8 @@ pub mod train;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use crate::flags::RunFlags;
+
 use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
 use iddpm::sample::Samples;
 
@@ -103,6 +105,28 @@ pub fn write_samples(
     let png = dir.join(format!("{stem}.png"));
     save_grid(&png, &pixels[..shown * h * w * 3], shown, h, w)?;
     Ok((npz, png))
+}
+
+/// Where a sampling command keeps its finished batches, so that rerunning the same command
+/// resumes an interrupted run: a folder in `--output_dir` named by the command line and the
+/// model file, so that any other flag or model starts afresh. `None` without an explicit
+/// `--output_dir` (a new default folder could never be found again).
+pub fn batch_dir(run: &RunFlags) -> Option<PathBuf> {
+    let out = run.output_dir.as_ref()?;
+    let meta = std::fs::metadata(&run.model_path).ok()?;
+    let modified = meta.modified().ok()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let key = format!("{args:?} {} {modified:?}", meta.len());
+    let digest = iddpm::checkpoint::FileDigest::of(key.as_bytes()).fnv1a;
+    Some(out.join(format!(".batches-{digest:016x}")))
+}
+
+/// Removes a finished run's kept batches (see [`batch_dir`]).
+pub fn remove_batch_dir(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match dir.map(std::fs::remove_dir_all) {
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

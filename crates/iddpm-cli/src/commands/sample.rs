@@ -10,6 +10,7 @@ use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
 
 use crate::commands::distributed::{device_for, join_processes};
+use crate::commands::{batch_dir, remove_batch_dir};
 use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 use iddpm::sharding::gather_samples;
@@ -112,6 +113,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             index: rank,
             count: world,
         }),
+        batch_dir: batch_dir(&args.run),
     };
     let batches = (0..args.num_samples.div_ceil(args.run.batch_size))
         .filter(|k| k % world == rank)
@@ -148,5 +150,6 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         npz.display(),
         png.display()
     );
+    remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
 }

@@ -9,6 +9,7 @@ use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
 
 use crate::commands::distributed::{device_for, join_processes};
+use crate::commands::{batch_dir, remove_batch_dir};
 use crate::commands::{ensure_writable_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 use iddpm::sharding::gather_samples;
@@ -119,6 +120,7 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
             index: rank,
             count: world,
         }),
+        batch_dir: batch_dir(&args.run),
     };
     let batches = (0..n.div_ceil(args.run.batch_size))
         .filter(|k| k % world == rank)
@@ -142,5 +144,6 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
         png.display(),
         l = args.large_size
     );
+    remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
 }
