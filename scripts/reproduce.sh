@@ -133,6 +133,17 @@ count_killed_segment() {
   rm -f "$dir/segment_started"
 }
 
+# The same for a sampling segment: counted up to the last batch it kept.
+count_killed_sampling() {
+  local dir=$1 began last
+  [ -f "$dir/segment_started" ] || return 0
+  began=$(cat "$dir/segment_started")
+  last=$(stat -c %Y "$dir"/.batches-*/batch_*.npy 2>/dev/null | sort -n | tail -1)
+  last=${last:-$began}
+  echo $((last > began ? last - began : 0)) >>"$dir/killed_seconds"
+  rm -f "$dir/segment_started"
+}
+
 train() {
   local arm=$1 out=$RESULTS/$1/train.json dir=$WORK/$1
   [ -f "$out" ] && return
@@ -184,11 +195,17 @@ fid() {
   [ "$steps" = "$T" ] && sampler=(--timestep_respacing "")
   log "$arm/$name: $FID_SAMPLES samples with $steps steps, then FID"
   local dir=$WORK/$arm/fid_${name}_$steps start=$SECONDS
-  # Samples already drawn by an interrupted run are kept.
+  # Samples already drawn are kept: a finished cell's file, and within an interrupted cell
+  # the batches `iddpm sample` keeps in $dir/.batches-*, which the same command resumes from.
   if [ ! -f "$dir/sampling_seconds" ]; then
+    count_killed_sampling "$dir"
+    date +%s >"$dir/segment_started"
     "$IDDPM" sample --num_samples "$FID_SAMPLES" --batch_size 250 --seed "$SEED" \
       --model_path "$(ema_path "$arm")" "${NET[@]}" "${MODEL[@]}" "$@" "${sampler[@]}" --output_dir "$dir"
-    echo $((SECONDS - start)) >"$dir/sampling_seconds"
+    local earlier
+    earlier=$(awk '{ s += $1 } END { print s + 0 }' "$dir/killed_seconds" 2>/dev/null || echo 0)
+    echo $((SECONDS - start + earlier)) >"$dir/sampling_seconds"
+    rm -f "$dir/segment_started" "$dir/killed_seconds"
   fi
   local sampled
   sampled=$(cat "$dir/sampling_seconds")
