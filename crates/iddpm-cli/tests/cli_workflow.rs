@@ -4,7 +4,7 @@
 use iddpm::io::{NpyArray, NpyData, read_npz_array, write_npz};
 
 mod common;
-use common::{images, run, tmp, with};
+use common::{count_named, images, run, tmp, with};
 
 #[test]
 fn train_resume_sample_nll() {
@@ -119,16 +119,7 @@ fn train_resume_sample_nll() {
     assert_eq!(arr.shape, vec![5, 8, 8, 3]);
     assert!(matches!(arr.data, NpyData::U8(_)));
     // The batches kept for a resume are gone once the files are written.
-    let kept = std::fs::read_dir(&samples)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".batches-")
-        })
-        .count();
+    let kept = count_named(&samples, ".batches-");
     assert_eq!(kept, 0);
 
     let nll_out = tmp("nll");

@@ -8,7 +8,7 @@ use std::time::Instant;
 use iddpm::checkpoint::{StateDict, is_temporary, load_state_dict};
 
 mod common;
-use common::{images, run, tmp, with};
+use common::{images, newest_model, run, tmp, with};
 
 /// Steps of every run here; a checkpoint is saved after each.
 const STEPS: u64 = 4;
@@ -39,19 +39,6 @@ fn train_args(data: &Path, log: &Path, extra: &[&str]) -> Vec<String> {
         ],
         &tail,
     )
-}
-
-/// The newest `model{step}.safetensors` in `dir` and its step.
-fn newest_model(dir: &Path) -> Option<(u64, PathBuf)> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let step = name.strip_prefix("model")?.strip_suffix(".safetensors")?;
-            Some((step.parse().ok()?, p))
-        })
-        .max()
 }
 
 /// The final model and EMA of a run in `dir`.

@@ -3,14 +3,14 @@
 //! rank ends the run, and the run resumes from its last checkpoint.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use iddpm::checkpoint::load_state_dict;
 
 mod common;
-use common::{images, run, tmp, with};
+use common::{count_named, five_images, images, newest_model, run, tmp, with};
 
 /// `mpirun -n ranks iddpm args...`, oversubscribed, as root if need be.
 fn mpirun(ranks: usize) -> Command {
@@ -107,21 +107,7 @@ fn sharded_sampling_and_nll_write_what_one_process_writes() {
     let log = tmp("mpi-shard-train");
     run(train_args(&data, &log, 4, -1, 1));
     let model = log.join("model000001.safetensors");
-    let sample = |out: &Path| {
-        with(
-            &["sample", "--model_path", model.to_str().unwrap()],
-            &[
-                "--image_size",
-                "8",
-                "--num_samples",
-                "5",
-                "--batch_size",
-                "2",
-                "--output_dir",
-                out.to_str().unwrap(),
-            ],
-        )
-    };
+    let sample = |out: &Path| five_images("sample", &model, out, &[]);
     let (one, three) = (tmp("mpi-sample-1"), tmp("mpi-sample-3"));
     run(sample(&one));
     let mut cmd = mpirun(3);
@@ -133,23 +119,7 @@ fn sharded_sampling_and_nll_write_what_one_process_writes() {
         std::fs::read(three.join(npz)).unwrap(),
         "the sample files differ"
     );
-    let nll = |out: &Path| {
-        with(
-            &["nll", "--model_path", model.to_str().unwrap()],
-            &[
-                "--data_dir",
-                data.to_str().unwrap(),
-                "--image_size",
-                "8",
-                "--num_samples",
-                "5",
-                "--batch_size",
-                "2",
-                "--output_dir",
-                out.to_str().unwrap(),
-            ],
-        )
-    };
+    let nll = |out: &Path| five_images("nll", &model, out, &["--data_dir", data.to_str().unwrap()]);
     let (one, two) = (tmp("mpi-nll-1"), tmp("mpi-nll-2"));
     run(nll(&one));
     let mut cmd = mpirun(2);
@@ -172,19 +142,6 @@ fn sharded_sampling_and_nll_write_what_one_process_writes() {
     };
     assert!(!files(&one).is_empty());
     assert_eq!(files(&one), files(&two), "the NLL files differ");
-}
-
-/// The newest `model{step}.safetensors` in `dir`.
-fn newest_model(dir: &Path) -> Option<(u64, PathBuf)> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let step = name.strip_prefix("model")?.strip_suffix(".safetensors")?;
-            Some((step.parse().ok()?, p))
-        })
-        .max()
 }
 
 #[test]
@@ -283,15 +240,6 @@ fn sigterm_saves_one_checkpoint_and_every_rank_exits() {
     assert_eq!(steps[0], steps[1], "at the same step");
     let model = log.join(format!("model{:06}.safetensors", steps[0]));
     load_state_dict(&model).expect("the interrupted run's checkpoint loads");
-    let saved = std::fs::read_dir(&log)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("model")
-        })
-        .count();
+    let saved = count_named(&log, "model");
     assert_eq!(saved, 1, "one checkpoint, the interrupted step's");
 }

@@ -74,3 +74,47 @@ pub fn images(dir: &Path, n: usize, size: u32) {
         img.save(dir.join(format!("img_{i}.png"))).unwrap();
     }
 }
+
+/// How many entries of `dir` have names starting with `prefix`.
+pub fn count_named(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(prefix)
+        })
+        .count()
+}
+
+/// The newest `model{step}.safetensors` in `dir`, with its step.
+pub fn newest_model(dir: &Path) -> Option<(u64, PathBuf)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            let step = name.strip_prefix("model")?.strip_suffix(".safetensors")?;
+            Some((step.parse().ok()?, p))
+        })
+        .max()
+}
+
+/// `iddpm COMMAND --model_path MODEL` on the tiny model at 8×8: 5 images in batches of 2,
+/// into `out`, then `extra`.
+pub fn five_images(command: &str, model: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut tail = vec![
+        "--image_size",
+        "8",
+        "--num_samples",
+        "5",
+        "--batch_size",
+        "2",
+        "--output_dir",
+        out.to_str().unwrap(),
+    ];
+    tail.extend_from_slice(extra);
+    with(&[command, "--model_path", model.to_str().unwrap()], &tail)
+}
