@@ -243,3 +243,51 @@ fn sigterm_saves_one_checkpoint_and_every_rank_exits() {
     let saved = count_named(&log, "model");
     assert_eq!(saved, 1, "one checkpoint, the interrupted step's");
 }
+
+#[test]
+fn sharded_super_resolution_writes_what_one_process_writes() {
+    let data = tmp("mpi-sr-data");
+    images(&data, 4, 8);
+    let log = tmp("mpi-sr-train");
+    let sizes = ["--large_size", "8", "--small_size", "4"];
+    let mut train = vec!["super_res_train", "--data_dir", data.to_str().unwrap()];
+    train.extend_from_slice(&sizes);
+    train.extend_from_slice(&["--log_dir", log.to_str().unwrap()]);
+    run(with(
+        &train,
+        &[
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "1",
+            "--preview_samples",
+            "0",
+        ],
+    ));
+    let model = log.join("model000001.safetensors");
+    let base = tmp("mpi-sr-base");
+    let low = iddpm::io::NpyArray {
+        shape: vec![5, 4, 4, 3],
+        data: iddpm::io::NpyData::U8((0..240).map(|v| v as u8).collect()),
+    };
+    let base_npz = base.join("low.npz");
+    iddpm::io::write_npz(&base_npz, &[("arr_0", &low)]).unwrap();
+    let upsample = |out: &Path| {
+        let mut args = vec!["super_res_sample", "--model_path", model.to_str().unwrap()];
+        args.extend_from_slice(&["--base_samples", base_npz.to_str().unwrap()]);
+        args.extend_from_slice(&sizes);
+        args.extend_from_slice(&["--output_dir", out.to_str().unwrap()]);
+        with(&args, &["--timestep_respacing", "2", "--batch_size", "2"])
+    };
+    let (one, two) = (tmp("mpi-sr-1"), tmp("mpi-sr-2"));
+    run(upsample(&one));
+    let mut cmd = mpirun(2);
+    cmd.args(upsample(&two));
+    succeed(cmd, "super-resolution on 2 ranks");
+    let npz = "samples_5x8x8x3.npz";
+    assert_eq!(
+        std::fs::read(one.join(npz)).unwrap(),
+        std::fs::read(two.join(npz)).unwrap(),
+        "the upsampled files differ"
+    );
+}
