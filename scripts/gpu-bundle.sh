@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Packs what a GPU machine needs into one ignored folder, small enough to carry (< 60 MiB):
+# the stripped cuda build of the binary and libdevice.10.bc, xz-compressed, plus bench/.
+# Build first: scripts/setup-cuda-build.sh, then
+#   CUDARC_CUDA_VERSION=12040 cargo build --release --features cuda -p iddpm-cli [--target-dir D]
+# Usage: scripts/gpu-bundle.sh [PATH/TO/CUDA/iddpm]   (default: target/cuda/release/iddpm)
+# On the GPU machine: tar -xJf iddpm-gpu.tar.xz && CUDA_PATH=$PWD/cuda ./iddpm ... --device cuda
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=${1:-target/cuda/release/iddpm}
+libdevice=.cache/cuda/nvvm/libdevice/libdevice.10.bc
+out=.cache/gpu-bundle
+[ -x "$binary" ] || { echo "no cuda build at $binary" >&2; exit 1; }
+[ -f "$libdevice" ] || { echo "no $libdevice: run scripts/setup-cuda-build.sh" >&2; exit 1; }
+stage=$(mktemp -d)
+mkdir -p "$stage/cuda/nvvm/libdevice" "$out"
+cp "$binary" "$stage/iddpm"
+strip "$stage/iddpm"
+cp "$libdevice" "$stage/cuda/nvvm/libdevice/"
+tar -C "$stage" -cJf "$out/iddpm-gpu.tar.xz" iddpm cuda
+rm -rf "$stage"
+size=$(stat -c %s "$out/iddpm-gpu.tar.xz")
+echo "$out/iddpm-gpu.tar.xz: $((size / 1024 / 1024)) MiB ($size bytes)"
+[ "$size" -lt $((60 * 1024 * 1024)) ] || { echo "over the 60 MiB limit" >&2; exit 1; }
