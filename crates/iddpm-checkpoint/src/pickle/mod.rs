@@ -120,8 +120,9 @@ pub struct Limits {
     /// How deeply values may nest (a leaf is 1 deep). Tensor checkpoints need under 20;
     /// dropping or printing a value recurses this deep.
     pub max_depth: u32,
-    /// The bytes the decoded values may take in all: a `Value` per value plus its text. The memo shares values as Python does, but the result is a tree, so a value
-    /// fetched many times is built many times: this bounds that.
+    /// The bytes the decoded values may take in all: a `Value` per value plus its text. The
+    /// memo shares values as Python does, but the result is a tree, so a value fetched many
+    /// times is built many times: this bounds that.
     pub value_budget: usize,
 }
 
