@@ -29,6 +29,13 @@ fn cuda_device(s: &str) -> Result<Device> {
             .map_err(|_| Error::Invalid(format!("device {s:?}: bad CUDA device index")))?,
         None => 0,
     };
+    // SAFETY: only tries to load the driver library (libcuda), calling nothing in it.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::Invalid(format!(
+            "device {s}: the NVIDIA driver library (libcuda.so.1) cannot be loaded; is there an \
+             NVIDIA GPU and driver on this machine (and on LD_LIBRARY_PATH)?"
+        )));
+    }
     Ok(Device::cuda(index))
 }
 
