@@ -43,7 +43,8 @@ fi
 "$prefix/bin/llvm-config" --version > /dev/null
 
 if ! dpkg -s libzstd-dev > /dev/null 2>&1; then
-  apt-get install -y -q libzstd-dev
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q libzstd-dev || { apt-get update -q && apt-get install -y -q libzstd-dev; }
 fi
 
 mkdir -p .cache/cuda/nvvm/libdevice
