@@ -8,37 +8,16 @@ use std::time::Instant;
 use iddpm::checkpoint::{StateDict, is_temporary, load_state_dict};
 
 mod common;
-use common::{images, newest_model, run, tmp, with};
+use common::{images, newest_model, run, tmp, train_every_step};
 
 /// Steps of every run here; a checkpoint is saved after each.
 const STEPS: u64 = 4;
 
-/// `iddpm train` of the tiny model on `data` into `log`, checkpointing every step.
+/// `iddpm train` of the tiny model on `data` into `log` for [`STEPS`], checkpointing every step.
 fn train_args(data: &Path, log: &Path, extra: &[&str]) -> Vec<String> {
     let steps = STEPS.to_string();
-    let mut tail = vec![
-        "--batch_size",
-        "4",
-        "--max_steps",
-        &steps,
-        "--save_interval",
-        "1",
-        "--preview_samples",
-        "0",
-    ];
-    tail.extend_from_slice(extra);
-    with(
-        &[
-            "train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--image_size",
-            "8",
-            "--log_dir",
-            log.to_str().unwrap(),
-        ],
-        &tail,
-    )
+    let flags = [&["--batch_size", "4", "--max_steps", &steps][..], extra].concat();
+    train_every_step(data, log, &flags)
 }
 
 /// The final model and EMA of a run in `dir`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use iddpm::checkpoint::load_state_dict;
 
 mod common;
-use common::{count_named, five_images, images, newest_model, run, tmp, with};
+use common::{count_named, five_images, images, newest_model, run, tmp, train_every_step, with};
 
 /// `mpirun -n ranks iddpm args...`, oversubscribed, as root if need be.
 fn mpirun(ranks: usize) -> Command {
@@ -37,32 +37,18 @@ fn succeed(mut cmd: Command, what: &str) -> Output {
     out
 }
 
+/// [`train_every_step`] with a per-process batch, microbatch and step count, seed 5.
 fn train_args(data: &Path, log: &Path, batch: usize, micro: i64, steps: u64) -> Vec<String> {
-    with(
-        &[
-            "train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--image_size",
-            "8",
-        ],
-        &[
-            "--log_dir",
-            log.to_str().unwrap(),
-            "--batch_size",
-            &batch.to_string(),
-            "--microbatch",
-            &micro.to_string(),
-            "--max_steps",
-            &steps.to_string(),
-            "--save_interval",
-            "1",
-            "--preview_samples",
-            "0",
-            "--seed",
-            "5",
-        ],
-    )
+    let (batch, micro, steps) = (batch.to_string(), micro.to_string(), steps.to_string());
+    let flags = [
+        "--batch_size",
+        &batch,
+        "--microbatch",
+        &micro,
+        "--max_steps",
+        &steps,
+    ];
+    train_every_step(data, log, &[&flags[..], &["--seed", "5"]].concat())
 }
 
 /// The bytes of every tensor of a run's step-3 files.

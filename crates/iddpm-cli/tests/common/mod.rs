@@ -118,3 +118,21 @@ pub fn five_images(command: &str, model: &Path, out: &Path, extra: &[&str]) -> V
     tail.extend_from_slice(extra);
     with(&[command, "--model_path", model.to_str().unwrap()], &tail)
 }
+
+/// `iddpm train` of the tiny model at 8×8 on `data` into `log`, saving every step without
+/// previews, then `extra` (batch size, steps and so on).
+pub fn train_every_step(data: &Path, log: &Path, extra: &[&str]) -> Vec<String> {
+    let mut tail = vec!["--save_interval", "1", "--preview_samples", "0"];
+    tail.extend_from_slice(extra);
+    let head = [
+        "train",
+        "--data_dir",
+        data.to_str().unwrap(),
+        "--image_size",
+        "8",
+    ];
+    with(
+        &head,
+        &[&["--log_dir", log.to_str().unwrap()], &tail[..]].concat(),
+    )
+}
