@@ -12,7 +12,7 @@ pub const NORM_GROUPS: usize = 32;
 fn uniform<const D: usize>(shape: [usize; D], fan_in: usize, device: &Device) -> Param<Tensor<D>> {
     // PyTorch's default init for conv and linear layers: U(−1/sqrt(fan_in), 1/sqrt(fan_in)).
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Param::from_tensor(Tensor::random(
+    Param::from_tensor(crate::init::random(
         shape,
         Distribution::Uniform(-bound, bound),
         device,
@@ -233,7 +233,7 @@ impl Embedding {
     /// N(0, 1) initialised, as PyTorch's `nn.Embedding`.
     pub fn new(num_classes: usize, dim: usize, device: &Device) -> Self {
         Self {
-            weight: Param::from_tensor(Tensor::random(
+            weight: Param::from_tensor(crate::init::random(
                 [num_classes, dim],
                 Distribution::Normal(0.0, 1.0),
                 device,

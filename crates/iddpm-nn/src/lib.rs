@@ -7,6 +7,8 @@ pub mod attention;
 pub mod checkpoint;
 pub mod conditioning;
 pub mod config;
+pub mod flops;
+pub mod init;
 pub mod layers;
 mod model;
 pub mod params;

@@ -196,6 +196,12 @@ impl UNetModel {
         }
     }
 
+    /// [`UNetModel::new`] with initial weights decided by `seed` alone: the same on every
+    /// device and whatever other threads draw ([`crate::init`]).
+    pub fn seeded(config: &UNetConfig, seed: u64, device: &Device) -> Self {
+        crate::init::with_seed(seed, || Self::new(config, device))
+    }
+
     /// Runs the torso (input, middle and output blocks) in f16, as the reference's
     /// `convert_to_fp16` does for mixed-precision training; `false` restores f32.
     ///

@@ -173,8 +173,8 @@ impl<'d> Trainer<'d> {
             device.clone().autodiff()
         };
         // --seed decides the initial weights too.
-        train_device.seed(opts.seed ^ 0x1A17_u64.wrapping_mul(GOLDEN_GAMMA));
-        let mut model = UNetModel::new(&unet_config, &train_device);
+        let init_seed = opts.seed ^ 0x1A17_u64.wrapping_mul(GOLDEN_GAMMA);
+        let mut model = UNetModel::seeded(&unet_config, init_seed, &train_device);
         model.set_torso_f16(opts.use_fp16);
         let names = param_names(&mut model);
         let mut flats = Vec::new();
