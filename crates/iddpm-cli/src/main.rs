@@ -41,6 +41,9 @@ enum Command {
     Npz2png(commands::data::Npz2PngArgs),
     /// Print the timesteps and noise levels of a (respaced) diffusion.
     Schedule(commands::schedule::ScheduleArgs),
+    /// Check a device against the reference vectors (forward pass, losses, DDIM).
+    #[command(name = "check_device", alias = "check-device")]
+    CheckDevice(commands::check_device::CheckDeviceArgs),
     /// Draw CSV columns (progress.csv, study results) as a line chart PNG with labelled axes.
     Plot(commands::plot::PlotArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::CheckDevice(args) => commands::check_device::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod check_device;
 pub mod data;
 pub mod distributed;
 pub mod eval;

@@ -10,7 +10,7 @@ use iddpm::diffusion::{
 use iddpm::nn::timestep_embedding;
 
 use crate::reference::{
-    Group, TensorFile, Tol, assert_no_failures, json_usizes, read_json, reference_dir,
+    Finish, Group, TensorFile, Tol, assert_no_failures, json_usizes, read_json, reference_dir,
 };
 use crate::{tensor, to_f64};
 

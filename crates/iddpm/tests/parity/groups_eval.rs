@@ -4,7 +4,9 @@
 
 use iddpm::eval::{FeatureStats, evaluate, fid, manifold_radii, precision_recall};
 
-use crate::reference::{Group, TensorFile, Tol, assert_no_failures, read_json, reference_dir};
+use crate::reference::{
+    Finish, Group, TensorFile, Tol, assert_no_failures, read_json, reference_dir,
+};
 
 #[test]
 fn frechet_distance_and_precision_recall() {

@@ -5,14 +5,17 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use iddpm::diffusion::{
-    BetaSchedule, Conditioning, DiffusionCoefficients, DiffusionConfig, GaussianDiffusion,
-    PredictOptions, RecordedNoise, SampleRequest, Sampler,
+    Conditioning, DiffusionCoefficients, DiffusionConfig, GaussianDiffusion, PredictOptions,
+    RecordedNoise, SampleRequest, Sampler,
 };
 use iddpm::nn::{ModelFlags, UNetModel, UNetTrace, load_weights, param_names, state_dict_of};
+use iddpm::reference_check::spec_from_reference;
 use serde_json::Value;
 
 use crate::groups_core::check_coefficients;
-use crate::reference::{Group, TensorFile, Tol, assert_no_failures, read_json, reference_dir};
+use crate::reference::{
+    Finish, Group, TensorFile, Tol, assert_no_failures, read_json, reference_dir,
+};
 use crate::{device, to_f64};
 
 /// The ids of every `model_<id>.json` in the directory.
@@ -35,72 +38,10 @@ pub struct RefModel {
     pub super_res: bool,
 }
 
-fn flag_bool(kw: &Value, name: &str, default: bool) -> bool {
-    kw.get(name).and_then(Value::as_bool).unwrap_or(default)
-}
-
-fn flag_usize(kw: &Value, name: &str, default: usize) -> usize {
-    kw.get(name)
-        .and_then(Value::as_u64)
-        .map(|v| v as usize)
-        .unwrap_or(default)
-}
-
 /// The model and diffusion flags of a `model_<id>.json`, as the reference scripts take them.
 pub fn flags_from_json(meta: &Value) -> (ModelFlags, DiffusionConfig, bool) {
-    let (kw, super_res) = match meta.get("sr_create_model_and_diffusion_kwargs") {
-        Some(kw) => (kw, true),
-        None => (&meta["create_model_and_diffusion_kwargs"], false),
-    };
-    let d = ModelFlags::default();
-    let image_size = if super_res {
-        flag_usize(kw, "large_size", 256)
-    } else {
-        flag_usize(kw, "image_size", 64)
-    };
-    let model = ModelFlags {
-        image_size,
-        num_channels: flag_usize(kw, "num_channels", d.num_channels),
-        num_res_blocks: flag_usize(kw, "num_res_blocks", d.num_res_blocks),
-        num_heads: flag_usize(kw, "num_heads", d.num_heads),
-        num_heads_upsample: kw
-            .get("num_heads_upsample")
-            .and_then(Value::as_i64)
-            .unwrap_or(-1),
-        attention_resolutions: kw
-            .get("attention_resolutions")
-            .and_then(Value::as_str)
-            .unwrap_or("16,8")
-            .to_string(),
-        dropout: kw.get("dropout").and_then(Value::as_f64).unwrap_or(0.0),
-        learn_sigma: flag_bool(kw, "learn_sigma", false),
-        class_cond: flag_bool(kw, "class_cond", false),
-        use_checkpoint: flag_bool(kw, "use_checkpoint", false),
-        use_scale_shift_norm: flag_bool(kw, "use_scale_shift_norm", true),
-        channel_mult: None,
-    };
-    let dc = DiffusionConfig::default();
-    let diffusion = DiffusionConfig {
-        diffusion_steps: flag_usize(kw, "diffusion_steps", dc.diffusion_steps),
-        noise_schedule: kw
-            .get("noise_schedule")
-            .and_then(Value::as_str)
-            .unwrap_or("linear")
-            .parse::<BetaSchedule>()
-            .expect("schedule"),
-        learn_sigma: model.learn_sigma,
-        sigma_small: flag_bool(kw, "sigma_small", false),
-        use_kl: flag_bool(kw, "use_kl", false),
-        predict_xstart: flag_bool(kw, "predict_xstart", false),
-        rescale_timesteps: flag_bool(kw, "rescale_timesteps", true),
-        rescale_learned_sigmas: flag_bool(kw, "rescale_learned_sigmas", true),
-        timestep_respacing: kw
-            .get("timestep_respacing")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
-    };
-    (model, diffusion, super_res)
+    let spec = spec_from_reference(meta).expect("a model description");
+    (spec.model, spec.diffusion, spec.super_res)
 }
 
 /// Builds the model of `model_<id>.json` and loads its weights from every file given (`.pt`

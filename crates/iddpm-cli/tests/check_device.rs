@@ -1,0 +1,49 @@
+//! `iddpm check_device` on the CPU: within the parity tolerances, and failing when they are
+//! made too tight to hold.
+
+mod common;
+
+use std::process::Command;
+
+fn reference_dir() -> String {
+    std::env::var("IDDPM_REFERENCE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference").to_string()
+    })
+}
+
+#[test]
+fn the_cpu_computes_what_the_reference_computes() {
+    let out = common::iddpm(&["check_device", "--reference_dir", &reference_dir()]);
+    assert!(out.contains("all 4 groups within tolerance"), "{out}");
+    for group in ["forward", "training_losses", "p_mean_variance", "ddim"] {
+        assert!(out.contains(group), "no {group} line in:\n{out}");
+    }
+}
+
+#[test]
+fn a_tolerance_too_tight_to_hold_fails() {
+    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(["check_device", "--reference_dir", &reference_dir()])
+        .args(["--tolerance_scale", "1e-6"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("out of tolerance") && err.contains("forward.out"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_reference_directory_is_named() {
+    let o = Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(["check_device", "--reference_dir", "/nonexistent/reference"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("/nonexistent/reference/model_a.json"),
+        "{err}"
+    );
+}
