@@ -4,7 +4,7 @@
 use iddpm::io::{NpyArray, NpyData, read_npz_array, write_npz};
 
 mod common;
-use common::{count_named, images, run, tmp, with};
+use common::{count_named, images, run, tmp, train_every_step, with};
 
 #[test]
 fn train_resume_sample_nll() {
@@ -293,4 +293,47 @@ fn embedded_data_and_heldout_bits_per_dim() {
     let stderr: f64 = fields[3].parse().unwrap();
     assert!(stderr.is_finite() && stderr >= 0.0, "{csv}");
     assert!(out.contains("bits/dim over 2 images"), "{out}");
+}
+
+/// Mixed precision works on the CPU too (slowly, so with a warning): the loss scale starts at
+/// 20 and grows by `--fp16_scale_growth` (1e-3) per step without overflow (the logged scale is
+/// the one the step used);
+/// the run reports its steady rate and its arithmetic per image.
+#[test]
+fn mixed_precision_on_the_cpu_warns_and_logs_its_loss_scale() {
+    let data = tmp("fp16-data");
+    images(&data, 4, 8);
+    let log = tmp("fp16-log");
+    let args = train_every_step(
+        &data,
+        &log,
+        &[
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "5",
+            "--log_interval",
+            "1",
+            "--use_fp16",
+            "True",
+        ],
+    );
+    let out = run(args);
+    assert!(
+        out.contains("warning: --use_fp16 True on --device flex"),
+        "{out}"
+    );
+    assert!(out.contains("GFLOP per image forward"), "{out}");
+    assert!(out.contains("after the first 3 steps:"), "{out}");
+    let csv = std::fs::read_to_string(log.join("progress.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "lg_loss_scale").unwrap();
+    let scales: Vec<f64> = lines
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(scales.len(), 5, "{csv}");
+    for (i, s) in scales.iter().enumerate() {
+        assert!((s - (20.0 + 1e-3 * i as f64)).abs() < 1e-9, "{scales:?}");
+    }
 }

@@ -69,8 +69,10 @@ pub mod io;
 pub mod model_and_diffusion;
 pub mod nll;
 pub mod progress;
+pub mod reference_check;
 pub mod sample;
 pub mod sharding;
+pub mod steady_rate;
 
 pub use device::{default_device, parse_device};
 pub use error::{Error, Result};

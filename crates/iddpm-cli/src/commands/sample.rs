@@ -8,6 +8,7 @@ use clap::Args;
 use iddpm::io::NpyArray;
 use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
+use iddpm::steady_rate::SteadyRate;
 
 use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::{batch_dir, remove_batch_dir};
@@ -124,8 +125,13 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let started = Instant::now();
+    // Images per second after the first batch, which a GPU spends compiling its kernels.
+    let mut steady = SteadyRate::new(1);
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |done| {
         bar.set_position(done);
+        if done.is_multiple_of(steps) {
+            steady.observe(done / steps);
+        }
         let images = (done / steps) as f64 * args.run.batch_size as f64;
         let secs = started.elapsed().as_secs_f64();
         if secs > 0.0 {
@@ -150,6 +156,12 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         npz.display(),
         png.display()
     );
+    if let Some(rate) = steady.per_second() {
+        println!(
+            "after the first batch: {:.2} images/s",
+            rate * args.run.batch_size as f64
+        );
+    }
     remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
 }

@@ -14,6 +14,7 @@ use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
+use iddpm::steady_rate::SteadyRate;
 use iddpm::train::{ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
 
 use crate::commands::distributed::{device_for, join_processes};
@@ -125,6 +126,9 @@ pub struct TrainArgs {
     pub model: ModelArgs,
 }
 
+/// Steps left out of the steady rate.
+const STEADY_AFTER: u64 = 3;
+
 /// Held-out images of the embedded dataset.
 const HELDOUT: usize = 1000;
 
@@ -138,6 +142,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let (size, small_size) = image_sizes(args, super_res)?;
     let spec = args.model.spec(size, super_res)?;
     let unet = spec.model.unet_config(super_res)?;
+    let gflop = unet.forward_flops(size) / 1e9;
     let log_dir = log_dir(args, super_res, world_size);
     ensure_writable_dir(&log_dir)?;
     let (train_data, heldout) = training_data(args, size, spec.model.class_cond)?;
@@ -153,7 +158,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let main = rank == 0;
     if main {
         let params = iddpm::nn::param_count(trainer.model_mut());
-        println!("model: {params} parameters");
+        println!("model: {params} parameters, {gflop:.3} GFLOP per image forward");
     }
     if !args.resume_checkpoint.is_empty() {
         let step = trainer
@@ -188,6 +193,8 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     bar.set_position(trainer.step());
     let started = Instant::now();
     let first_step = trainer.step();
+    // Rates after the first steps, which a GPU spends compiling and tuning its kernels.
+    let mut steady = SteadyRate::new(first_step + STEADY_AFTER);
     println!("logging to {}", log_dir.display());
     let summary = trainer.run_loop(&stop, &mut |event| match event {
         TrainEvent::Step(report) => {
@@ -201,6 +208,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
                 });
             }
             bar.set_position(report.step);
+            steady.observe(report.step);
             let images = (report.step - first_step) as f64 * args.batch_size as f64;
             let secs = started.elapsed().as_secs_f64();
             bar.set_message(format!(
@@ -225,6 +233,12 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         (summary.last_step - summary.first_step) as f64 / summary.seconds.max(1e-9),
         log_dir.display()
     );
+    if let Some(rate) = steady.per_second() {
+        println!(
+            "after the first {STEADY_AFTER} steps: {rate:.3} steps/s, {:.2} images/s",
+            rate * (args.batch_size * world_size) as f64
+        );
+    }
     if args.heldout_bpd > 0 && main {
         let heldout = heldout
             .context("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data")?;
@@ -352,12 +366,13 @@ fn train_options(args: &TrainArgs, log_dir: PathBuf, small_size: Option<usize>) 
     }
 }
 
-/// Refuses mixed precision off CUDA and a negative loss-scale growth.
+/// Warns of mixed precision off CUDA (it works, slowly) and refuses a negative loss-scale
+/// growth.
 fn check_fp16_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.use_fp16 && !args.device.starts_with("cuda") {
-        bail!(
-            "--use_fp16 True needs a CUDA device (--device cuda), not --device {}: \
-             f16 on the CPU is slower than f32; train in f32",
+        eprintln!(
+            "warning: --use_fp16 True on --device {}: f16 arithmetic is slower than f32 on \
+             the CPU; mixed precision pays on CUDA devices",
             args.device
         );
     }
