@@ -4,7 +4,7 @@ use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
+use clap::{ArgAction, Args};
 use iddpm::io::NpyArray;
 use iddpm::progress;
 use iddpm::sample::{SampleOptions, Shard, sample_images};
@@ -13,7 +13,7 @@ use iddpm::steady_rate::SteadyRate;
 use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::{batch_dir, remove_batch_dir};
 use crate::commands::{ensure_writable_dir, write_samples};
-use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
+use crate::flags::{ModelArgs, RunFlags, SamplerFlags, parse_bool};
 use iddpm::sharding::gather_samples;
 
 /// Arguments of `iddpm sample`.
@@ -28,6 +28,9 @@ pub struct SampleArgs {
     /// Start noise x_T as a .npy file of shape [N, 3, H, W] float32.
     #[arg(long = "init_noise", alias = "init-noise")]
     pub init_noise: Option<PathBuf>,
+    /// Run the UNet's torso in f16 (guided-diffusion's sampling flag; for CUDA devices).
+    #[arg(long = "use_fp16", alias = "use-fp16", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub use_fp16: bool,
     #[command(flatten)]
     pub run: RunFlags,
     #[command(flatten)]
@@ -97,9 +100,10 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     if rank == 0 {
         ensure_writable_dir(&output_dir)?;
     }
-    let (model, diffusion) = spec
+    let (mut model, diffusion) = spec
         .load(&args.run.model_path, &device)
         .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
+    model.set_torso_f16(args.use_fp16);
     let opts = SampleOptions {
         num_samples: args.num_samples,
         batch_size: args.run.batch_size,
