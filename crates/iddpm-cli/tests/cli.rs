@@ -163,6 +163,16 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
         v
     };
     check(with_model(&["--num_samples", "0"]), "--num_samples");
+    // A batch no machine has the memory for is refused before anything is allocated.
+    check(
+        with_model(&[
+            "--num_samples",
+            "1000000000000",
+            "--batch_size",
+            "1000000000",
+        ]),
+        "in batches of 1000000000 needs at least",
+    );
     let mut fixed = vec![
         "sample",
         "--model_path",

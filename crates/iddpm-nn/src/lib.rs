@@ -10,6 +10,7 @@ pub mod config;
 pub mod flops;
 pub mod init;
 pub mod layers;
+pub mod memory;
 mod model;
 pub mod params;
 pub mod resample;

@@ -114,6 +114,9 @@ pub struct UNetModel {
     model_channels: usize,
     in_channels: usize,
     torso_f16: bool,
+    /// The shape it was built from.
+    #[module(skip)]
+    config: UNetConfig,
 }
 
 impl UNetModel {
@@ -193,7 +196,13 @@ impl UNetModel {
             model_channels: mc,
             in_channels: config.in_channels,
             torso_f16: false,
+            config: config.clone(),
         }
+    }
+
+    /// The shape this network was built from.
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
     }
 
     /// [`UNetModel::new`] with initial weights decided by `seed` alone: the same on every

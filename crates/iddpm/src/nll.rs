@@ -158,6 +158,13 @@ pub fn evaluate_nll_batches(
     if n == 0 {
         return Err(Error::Invalid("the dataset is empty".into()));
     }
+    if iddpm_kernels::ops::is_flex(device) {
+        let s = data.resolution();
+        let batch = opts.batch_size.min(n) as u64;
+        let bytes = batch.saturating_mul(model.config().activation_bytes(s, false));
+        let what = format!("bits/dim in batches of {batch} images at {s}x{s}");
+        crate::nn::memory::check_fits(bytes, &what).map_err(Error::Invalid)?;
+    }
     let mut out = Vec::new();
     let (mut done, mut running) = (0, 0f64);
     for (k, part) in batch_ranges(n, opts.batch_size).enumerate() {

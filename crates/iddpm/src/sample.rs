@@ -97,6 +97,7 @@ pub fn sample_images(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Samples> {
     check_options(opts)?;
+    check_batch_fits(model, opts, device)?;
     let labels = labels_to_sample(opts, model.num_classes())?;
     model.check_conditioning(labels.as_deref(), opts.low_res.is_some())?;
     let sampler = BatchSampler {
@@ -148,6 +149,22 @@ pub fn sample_images(
 }
 
 /// Checks the sizes of everything `opts` holds against one another.
+/// Refuses, on the CPU, a batch whose activations, or samples whose pixels, cannot fit in the
+/// memory available (lower bounds, [`crate::nn::memory`]).
+fn check_batch_fits(model: &UNetModel, opts: &SampleOptions, device: &Device) -> Result<()> {
+    if !iddpm_kernels::ops::is_flex(device) {
+        return Ok(());
+    }
+    let (n, s) = (opts.num_samples as u64, opts.image_size);
+    let batch = (opts.batch_size as u64).min(n);
+    let pixels = (3 * s * s) as u64;
+    let bytes = batch
+        .saturating_mul(model.config().activation_bytes(s, false))
+        .saturating_add(n.saturating_mul(pixels));
+    let what = format!("sampling {n} images at {s}x{s} in batches of {batch}");
+    crate::nn::memory::check_fits(bytes, &what).map_err(Error::Invalid)
+}
+
 fn check_options(opts: &SampleOptions) -> Result<()> {
     let (n, s) = (opts.num_samples, opts.image_size);
     if n == 0 {

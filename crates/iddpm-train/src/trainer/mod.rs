@@ -108,6 +108,30 @@ fn example_rng(seed: u64, step: u64, index: u64) -> ChaCha8Rng {
     rng
 }
 
+/// Refuses, on the CPU, a (micro)batch whose activations cannot fit in the memory available
+/// (a lower bound, [`iddpm_nn::memory`]): the first step would otherwise abort the process.
+fn check_step_fits(
+    config: &UNetConfig,
+    opts: &TrainOptions,
+    resolution: usize,
+    device: &Device,
+) -> Result<()> {
+    if !iddpm_kernels::ops::is_flex(device) {
+        return Ok(());
+    }
+    let micro = if opts.microbatch == 0 {
+        opts.batch_size
+    } else {
+        opts.microbatch
+    } as u64;
+    let pixels = (3 * resolution * resolution) as u64;
+    let bytes = micro
+        .saturating_mul(config.activation_bytes(resolution, true))
+        .saturating_add((opts.batch_size as u64).saturating_mul(pixels * 8));
+    let what = format!("a training step of {micro} images at {resolution}x{resolution}");
+    iddpm_nn::memory::check_fits(bytes, &what).map_err(TrainError::Config)
+}
+
 impl<'d> Trainer<'d> {
     /// Sets up a run on `device` (the autodiff device is derived from it). Everything that
     /// can be checked before spending compute is checked here.
@@ -165,6 +189,7 @@ impl<'d> Trainer<'d> {
                 opts.batch_size
             )));
         }
+        check_step_fits(&unet_config, &opts, resolution, device)?;
         let diffusion = diffusion_config.build_with_respacing("")?;
         // --use_checkpoint: burn recomputes memory-bound activations in the backward pass.
         let train_device = if unet_config.use_checkpoint {
