@@ -407,3 +407,23 @@ mod tests {
         );
     }
 }
+
+/// Networks the unit tests of other modules share.
+#[cfg(test)]
+pub(crate) mod test_configs {
+    use super::{ModelFlags, UNetConfig};
+
+    /// The released CIFAR-10 network: 128 channels, mult 1,2,2,2, 3 blocks, attention at 16
+    /// and 8, learned variances.
+    pub(crate) fn cifar10() -> UNetConfig {
+        ModelFlags {
+            image_size: 32,
+            num_channels: 128,
+            num_res_blocks: 3,
+            learn_sigma: true,
+            ..ModelFlags::default()
+        }
+        .unet_config(false)
+        .unwrap()
+    }
+}

@@ -122,17 +122,8 @@ mod tests {
     /// upper levels and less below, come to about 10 GFLOP; with the wider first convolution
     /// of each output block and attention at 16×16, about 17.
     #[test]
-    fn the_cifar10_network_is_a_few_gflop() {
-        let config = ModelFlags {
-            image_size: 32,
-            num_channels: 128,
-            num_res_blocks: 3,
-            learn_sigma: true,
-            ..ModelFlags::default()
-        }
-        .unet_config(false)
-        .unwrap();
-        let g = config.forward_flops(32) / 1e9;
+    fn the_cifar10_network_is_about_17_gflop() {
+        let g = crate::config::test_configs::cifar10().forward_flops(32) / 1e9;
         assert!((14.0..20.0).contains(&g), "{g} GFLOP");
     }
 }

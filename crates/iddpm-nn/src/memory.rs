@@ -74,26 +74,13 @@ pub fn check_fits(bytes: u64, what: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelFlags;
-
-    fn cifar10() -> UNetConfig {
-        ModelFlags {
-            image_size: 32,
-            num_channels: 128,
-            num_res_blocks: 3,
-            learn_sigma: true,
-            ..ModelFlags::default()
-        }
-        .unet_config(false)
-        .unwrap()
-    }
 
     /// The reference trains the CIFAR-10 network at 128 images a batch on one 16 GB GPU
     /// (with 2 split over processes of 64), so one image's training activations stay well
     /// under 16 GiB / 64; sampling needs far less than training.
     #[test]
     fn the_counts_are_lower_bounds_of_the_right_size() {
-        let c = cifar10();
+        let c = crate::config::test_configs::cifar10();
         let train = c.activation_bytes(32, true);
         let infer = c.activation_bytes(32, false);
         assert!(train > 10 << 20 && train < (16u64 << 30) / 64, "{train}");
