@@ -233,7 +233,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         (summary.last_step - summary.first_step) as f64 / summary.seconds.max(1e-9),
         log_dir.display()
     );
-    if let Some(rate) = steady.per_second() {
+    if let Some(rate) = steady.per_second().filter(|_| main) {
         println!(
             "after the first {STEADY_AFTER} steps: {rate:.3} steps/s, {:.2} images/s",
             rate * (args.batch_size * world_size) as f64
