@@ -7,45 +7,47 @@
 
 use crate::config::UNetConfig;
 
-/// f32 activations.
-const BYTES: u64 = 4;
+/// Bytes of an f32 activation.
+const BYTES: f64 = 4.0;
 
 impl UNetConfig {
     /// Bytes of activations one `image_size`² image needs in a forward pass: with `training`,
     /// the block outputs and normalised inputs kept for the backward pass (at least three
     /// tensors per convolution's output, and each attention's weights); without, the skip
     /// connections held for the output blocks and the largest block's working tensors.
+    /// Counted in f64, so that absurd shapes saturate instead of overflowing.
     pub fn activation_bytes(&self, image_size: usize, training: bool) -> u64 {
-        let mc = self.model_channels as u64;
-        let mut side = image_size as u64;
-        let mut kept = 0u64;
-        let mut largest = 0u64;
+        let mc = self.model_channels as f64;
+        let mut side = image_size as f64;
+        let (mut kept, mut largest) = (0f64, 0f64);
         let mut skips = mc * side * side;
         let mut ds = 1;
-        let mut add = |elements: u64, heads_t2: u64| {
-            kept += 3 * elements + heads_t2;
-            largest = largest.max(4 * elements + heads_t2);
-        };
         for (level, &mult) in self.channel_mult.iter().enumerate() {
-            let c = mult as u64 * mc;
+            let c = mult as f64 * mc;
             for _ in 0..self.num_res_blocks {
-                let attn = if self.attention_resolutions.contains(&ds) {
-                    self.num_heads as u64 * (side * side).pow(2)
+                let attention = if self.attention_resolutions.contains(&ds) {
+                    self.num_heads as f64 * (side * side).powi(2)
                 } else {
-                    0
+                    0.0
                 };
-                add(c * side * side, attn);
-                skips += c * side * side;
+                let outputs = c * side * side;
+                kept += 3.0 * outputs + attention;
+                largest = largest.max(4.0 * outputs + attention);
+                skips += outputs;
             }
             if level + 1 != self.channel_mult.len() {
-                side /= 2;
+                side = (side / 2.0).floor();
                 skips += c * side * side;
                 ds *= 2;
             }
         }
         // The output blocks mirror the input blocks with one more block per level.
-        let bytes = if training { 2 * kept } else { skips + largest };
-        bytes * BYTES
+        let elements = if training {
+            2.0 * kept
+        } else {
+            skips + largest
+        };
+        (elements * BYTES) as u64
     }
 }
 
@@ -98,5 +100,9 @@ mod tests {
             "{err}"
         );
         assert!(check_fits(1 << 20, "a small batch").is_ok());
+        // The largest network the flags allow saturates instead of overflowing.
+        let mut huge = crate::config::test_configs::cifar10();
+        huge.num_heads = 16384;
+        assert!(huge.activation_bytes(4096, true) > free);
     }
 }

@@ -148,7 +148,6 @@ pub fn sample_images(
     })
 }
 
-/// Checks the sizes of everything `opts` holds against one another.
 /// Refuses, on the CPU, a batch whose activations, or samples whose pixels, cannot fit in the
 /// memory available (lower bounds, [`crate::nn::memory`]).
 fn check_batch_fits(model: &UNetModel, opts: &SampleOptions, device: &Device) -> Result<()> {
@@ -165,6 +164,7 @@ fn check_batch_fits(model: &UNetModel, opts: &SampleOptions, device: &Device) ->
     crate::nn::memory::check_fits(bytes, &what).map_err(Error::Invalid)
 }
 
+/// Checks the sizes of everything `opts` holds against one another.
 fn check_options(opts: &SampleOptions) -> Result<()> {
     let (n, s) = (opts.num_samples, opts.image_size);
     if n == 0 {
