@@ -198,6 +198,7 @@ fid() {
   # Samples already drawn are kept: a finished cell's file, and within an interrupted cell
   # the batches `iddpm sample` keeps in $dir/.batches-*, which the same command resumes from.
   if [ ! -f "$dir/sampling_seconds" ]; then
+    mkdir -p "$dir"
     count_killed_sampling "$dir"
     date +%s >"$dir/segment_started"
     "$IDDPM" sample --num_samples "$FID_SAMPLES" --batch_size 250 --seed "$SEED" \
