@@ -66,7 +66,8 @@ pub fn check_device(dir: &Path, device: &Device, scale: f64) -> Result<Vec<Check
     ])
 }
 
-fn read_json(dir: &Path, file: &str) -> Result<Value> {
+/// Reads `dir/file` as JSON; errors name the file.
+pub fn read_json(dir: &Path, file: &str) -> Result<Value> {
     let path = dir.join(file);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     serde_json::from_str(&text)
@@ -239,10 +240,7 @@ impl Case<'_> {
 
 /// A tensor's values as f64, for comparison.
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
+    iddpm_kernels::to_f32_vec(t)
         .into_iter()
         .map(f64::from)
         .collect()

@@ -50,10 +50,7 @@ impl TensorFile {
 }
 
 pub fn read_json(dir: &Path, file: &str) -> serde_json::Value {
-    let path = dir.join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: bad JSON: {e}", path.display()))
+    iddpm::reference_check::read_json(dir, file).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Ends a group: prints its report line and hands back its failures.
