@@ -152,6 +152,42 @@ fn fid_precision_recall_between_two_sets() {
     );
 }
 
+#[test]
+fn the_fid_bootstrap_reports_a_spread_without_moving_the_fid() {
+    let Some(w) = weights_or_skip() else {
+        return;
+    };
+    let dir = tmp("bootstrap");
+    let (a, b) = sets(&dir);
+    let plain_out = dir.join("plain.json");
+    let (plain, fid) = eval_json(&w, &a, &b, &plain_out);
+    let plain: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert!(plain["fid_std"].is_null(), "{plain}");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = dir.join("boot.json");
+    let (ok, text) = iddpm(&[
+        "eval",
+        "--ref_batch",
+        &s(&a),
+        "--sample_batch",
+        &s(&b),
+        "--inception_path",
+        &s(&w),
+        "--fid_bootstrap",
+        "8",
+        "--output",
+        &s(&out),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("bootstrap s.d."), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!((json["fid"].as_f64().unwrap() - fid).abs() < 1e-9, "{json}");
+    assert_eq!(json["fid_bootstrap"], 8, "{json}");
+    let sd = json["fid_std"].as_f64().unwrap();
+    assert!(sd.is_finite() && sd > 0.0, "{json}");
+}
+
 fn cached_files(home: &Path) -> Vec<PathBuf> {
     let dir = home.join(".cache/iddpm/ref-stats");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -1,9 +1,10 @@
 //! Image folders as the reference reads them (`image_datasets.py`).
 
 use std::collections::BTreeSet;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{ColorType, DynamicImage};
+use image::{ColorType, DynamicImage, ImageReader, Limits};
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -157,10 +158,43 @@ pub fn load_image(path: &Path, resolution: usize) -> Result<Vec<f32>> {
 /// [`load_image`] of a file's bytes; `path` names it in errors. Decoding stays within the
 /// `image` crate's default limits (512 MiB).
 pub fn decode_image(bytes: &[u8], path: &Path, resolution: usize) -> Result<Vec<f32>> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| DataError::bad(path, format!("cannot decode image: {e}")))?;
+    let img = decode_bounded(bytes, path)?;
     let mode = PilMode::of_file(bytes, &img);
     Ok(to_chw(&preprocess_as(&img, mode, resolution)))
+}
+
+/// The most pixels a decoded image may have: 2²⁴ (16.8 megapixels, e.g. 4,096 × 4,096). The
+/// decoder and the conversions after it hold a few copies of the pixels, so this bounds the
+/// memory one picture can take, whatever a few header bytes claim.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 24;
+
+/// Decodes an image file's bytes after checking its declared size against
+/// [`MAX_IMAGE_PIXELS`]; the decoder is held to that size and to a matching allocation budget
+/// (16-bit RGBA, twice over).
+pub fn decode_bounded(bytes: &[u8], path: &Path) -> Result<DynamicImage> {
+    let undecodable =
+        |e: &dyn std::fmt::Display| DataError::bad(path, format!("cannot decode image: {e}"));
+    let reader = || {
+        ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| undecodable(&e))
+    };
+    let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+        return Err(DataError::bad(
+            path,
+            format!(
+                "image is {width} × {height} pixels, more than the limit of {MAX_IMAGE_PIXELS}"
+            ),
+        ));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(width);
+    limits.max_image_height = Some(height);
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 * 2);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    decoder.decode().map_err(|e| undecodable(&e))
 }
 
 /// The reference's resize-and-crop in Pillow's arithmetic: resampled in `mode` (premultiplied

@@ -25,5 +25,6 @@ pub mod pil_resize;
 pub use dataset::{Batch, BatchLoader, Dataset, InMemoryDataset, LoaderState, batch_ranges};
 pub use error::{DataError, Result};
 pub use image_folder::{
-    ImageFolder, PilMode, decode_image, list_image_files, load_image, preprocess_as,
+    ImageFolder, MAX_IMAGE_PIXELS, PilMode, decode_bounded, decode_image, list_image_files,
+    load_image, preprocess_as,
 };

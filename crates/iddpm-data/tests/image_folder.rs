@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use iddpm_data::{BatchLoader, Dataset, ImageFolder, InMemoryDataset, fashion_mnist, load_image};
+use iddpm_data::{
+    BatchLoader, Dataset, ImageFolder, InMemoryDataset, MAX_IMAGE_PIXELS, decode_image,
+    fashion_mnist, load_image,
+};
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
 fn dir(name: &str) -> PathBuf {
@@ -110,6 +113,37 @@ fn a_corrupt_image_is_an_error_naming_the_file() {
     let folder = ImageFolder::open(&d, 8, false).unwrap();
     let err = folder.get(0).unwrap_err().to_string();
     assert!(err.contains("broken.png"), "{err}");
+}
+
+/// A GIF whose screen and only frame claim `width × height` pixels, with no pixel data.
+fn gif_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    for v in [width, height] {
+        gif.extend_from_slice(&v.to_le_bytes());
+    }
+    gif.extend_from_slice(&[0, 0, 0, 0x2C, 0, 0, 0, 0]);
+    for v in [width, height] {
+        gif.extend_from_slice(&v.to_le_bytes());
+    }
+    gif.extend_from_slice(&[0, 8, 0, 0x3B]);
+    gif
+}
+
+#[test]
+fn an_image_claiming_billions_of_pixels_is_refused_before_decoding() {
+    // 60,000 × 60,000 in 30 bytes: decoding would ask for 14 GB.
+    let path = std::path::Path::new("huge.gif");
+    let err = decode_image(&gif_claiming(60_000, 60_000), path, 32)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("huge.gif"), "{err}");
+    assert!(err.contains("60000 × 60000"), "{err}");
+    assert!(err.contains(&MAX_IMAGE_PIXELS.to_string()), "{err}");
+    // Just inside the limit, the missing pixel data is the error instead.
+    let err = decode_image(&gif_claiming(4096, 4096), path, 32)
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("limit"), "{err}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::stats::FeatureStats;
 /// Eigenvalues below this (relative to the largest) are round-off of a rank-deficient matrix
 /// (e.g. a covariance of fewer samples than dimensions): their square roots would add a
 /// spurious positive bias, so they count as zero.
-fn noise_floor(eigenvalues: &DVector<f64>) -> f64 {
+pub(crate) fn noise_floor(eigenvalues: &DVector<f64>) -> f64 {
     let max = eigenvalues.iter().cloned().fold(0.0, f64::max);
     max * eigenvalues.len() as f64 * f64::EPSILON * 10.0
 }
@@ -32,10 +32,16 @@ pub fn trace_sqrt_product(sigma1: &DMatrix<f64>, sigma2: &DMatrix<f64>) -> f64 {
     let s1 = sqrt_psd(sigma1);
     let m = &s1 * sigma2 * &s1;
     let m = (&m + m.transpose()) * 0.5;
-    m.symmetric_eigen()
-        .eigenvalues
+    sum_of_roots(&m.symmetric_eigenvalues())
+}
+
+/// Σ √λ over the eigenvalues above the noise floor: the trace of a PSD matrix's square root.
+pub(crate) fn sum_of_roots(eigenvalues: &DVector<f64>) -> f64 {
+    let floor = noise_floor(eigenvalues);
+    eigenvalues
         .iter()
-        .map(|l| l.max(0.0).sqrt())
+        .filter(|&&l| l > floor)
+        .map(|l| l.sqrt())
         .sum()
 }
 

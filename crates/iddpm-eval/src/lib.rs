@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bootstrap;
 pub mod fid_inception;
 pub mod frechet;
 pub mod manifold;
@@ -10,6 +11,7 @@ pub mod nvidia_weights;
 pub mod resize;
 pub mod stats;
 
+pub use bootstrap::{ResampledFid, standard_deviation};
 pub use frechet::{fid, frechet_distance, trace_sqrt_product};
 pub use manifold::{evaluate, manifold_radii, precision_recall};
 pub use stats::FeatureStats;

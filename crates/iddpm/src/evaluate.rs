@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use iddpm_eval::fid_inception::FidInception;
 use iddpm_eval::nvidia_weights::load_inception_weights;
-use iddpm_eval::{FeatureStats, fid, precision_recall};
+use iddpm_eval::{FeatureStats, ResampledFid, fid, precision_recall, standard_deviation};
 
 use crate::error::{Error, Result};
 use crate::io::{NpyArray, NpyData, read_npz, write_npz};
@@ -61,9 +61,8 @@ pub fn load_batch(path: &Path) -> Result<ImageBatch> {
         let files = iddpm_data::list_image_files(path)?;
         let mut groups: Vec<(Vec<u8>, usize, usize, usize)> = Vec::new();
         for f in files {
-            let img = image::open(&f)
-                .map_err(|e| Error::file(&f, format!("cannot decode image: {e}")))?
-                .to_rgb8();
+            let bytes = std::fs::read(&f).map_err(|e| Error::file(&f, e.to_string()))?;
+            let img = iddpm_data::decode_bounded(&bytes, &f)?.to_rgb8();
             let (w, h) = (img.width() as usize, img.height() as usize);
             match groups.last_mut() {
                 Some(g) if g.2 == h && g.3 == w => {
@@ -149,6 +148,9 @@ pub fn batch_features(
 pub struct EvalReport {
     /// Fréchet distance.
     pub fid: f64,
+    /// Standard deviation of the FID over bootstrap resamples of the samples (None when no
+    /// resamples were asked for): how far the FID would move with another draw of samples.
+    pub fid_std: Option<f64>,
     /// Precision (None when the reference has statistics but no images).
     pub precision: Option<f64>,
     /// Recall.
@@ -268,12 +270,14 @@ fn reference_stats(
     })
 }
 
-/// Evaluates `samples` against `reference`; `progress(which, done, total)` reports extraction.
+/// Evaluates `samples` against `reference`, with `fid_resamples` bootstrap resamples for the
+/// FID's spread (0: none); `progress(which, done, total)` reports each stage.
 pub fn evaluate(
     weights: &Path,
     reference: &Path,
     samples: &Path,
     batch_size: usize,
+    fid_resamples: usize,
     device: &Device,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<EvalReport> {
@@ -289,6 +293,10 @@ pub fn evaluate(
     let stats = FeatureStats::from_features(&as64, m, 2048)
         .ok_or_else(|| Error::file(samples, "too few images"))?;
     let fid = fid(&reference.stats, &stats);
+    let fid_std = (fid_resamples > 0).then(|| {
+        let spread = bootstrap_fids(&reference.stats, &as64, m, fid_resamples, progress);
+        standard_deviation(&spread)
+    });
     let (precision, recall) = match &reference.features {
         Some(rf) => {
             let (p, r) = precision_recall(rf, &features, 2048);
@@ -298,9 +306,31 @@ pub fn evaluate(
     };
     Ok(EvalReport {
         fid,
+        fid_std,
         precision,
         recall,
         num_ref: reference.count,
         num_sample: m,
     })
+}
+
+/// FIDs of `count` bootstrap resamples of `m` sample feature rows (seeded, so reruns agree).
+fn bootstrap_fids(
+    reference: &FeatureStats,
+    features: &[f64],
+    m: usize,
+    count: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Vec<f64> {
+    let Some(prepared) = ResampledFid::new(reference, features, m, reference.mu.len()) else {
+        return Vec::new();
+    };
+    (0..count)
+        .map(|i| {
+            progress("FID bootstrap", i, count);
+            let fid = prepared.bootstrap(1, i as u64)[0];
+            progress("FID bootstrap", i + 1, count);
+            fid
+        })
+        .collect()
 }
