@@ -1,31 +1,65 @@
 #!/usr/bin/env bash
-# Runs each fuzz target for SECONDS (default 3600) of wall time under the limits of issue #12,
-# one after another, and appends one line per run to fuzz/results.csv:
+# Runs each fuzz target under the limits of issue #12, one after another, and appends one line
+# per run to fuzz/results.csv:
 #   finished (UTC), target, wall seconds, executions, exit status (0: no crash), artifacts so
 #   far, CPU seconds the fuzzer used (user + system; less than the wall time when the
 #   machine is shared, and what the issue's "CPU-hours" counts).
+# Without CPU_GOAL, each target runs once for SECONDS of wall time (default 3600). With
+# CPU_GOAL=N, each target runs in slices of at most SECONDS of wall time until the CPU seconds
+# recorded for it in results.csv add up to N, so a stopped campaign resumes where it was and a
+# shared machine still gives every target its CPU time.
 # The corpus grows in fuzz/corpus/TARGET (ignored by git) from fuzz/seeds/TARGET, so runs
 # resume where the last one stopped. Crashing inputs land in fuzz/artifacts/TARGET; copy each
 # into fuzz/regressions/TARGET once fixed, where `cargo test` replays it.
 # Usage: fuzz/run_all.sh [SECONDS] ; TARGETS="pickle npy" fuzz/run_all.sh 600
+#        CPU_GOAL=3600 fuzz/run_all.sh 900
 set -u
 cd "$(dirname "$0")"
 seconds=${1:-3600}
 targets=${TARGETS:-"pickle torch_archive safetensors npy npz idx cifar image"}
+cpu_goal=${CPU_GOAL:-}
 mkdir -p logs
-for t in $targets; do
+
+# The CPU seconds results.csv records for target $1 (runs from before the column existed
+# count as 0).
+recorded_cpu() {
+    awk -F, -v t="$1" '$2 == t && $7 != "" { s += $7 } END { printf "%.0f", s }' results.csv
+}
+
+# One libFuzzer run of target $1 for $2 wall seconds; appends its line to results.csv.
+fuzz_once() {
+    local t=$1 wall=$2 log cpu_file status cpu execs artifacts
     mkdir -p "corpus/$t" "artifacts/$t"
     log="logs/$t-$(date -u +%Y%m%dT%H%M%S).log"
     cpu_file=$(mktemp)
     RUSTC_BOOTSTRAP=1 /usr/bin/time -f "%U %S" -o "$cpu_file" cargo fuzz run "$t" -s none \
         -O "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
+        -max_total_time="$wall" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
         -print_final_stats=1 -artifact_prefix="artifacts/$t/" > "$log" 2>&1
     status=$?
     cpu=$(awk 'END { printf "%.0f", $1 + $2 }' "$cpu_file")
     rm -f "$cpu_file"
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     artifacts=$(find "artifacts/$t" -type f | wc -l)
-    echo "$(date -u +%FT%TZ),$t,$seconds,${execs:-0},$status,$artifacts,$cpu" >> results.csv
-    echo "$t: ${execs:-0} executions in ${seconds} s (${cpu} CPU s), exit $status, $artifacts artifacts ($log)"
+    echo "$(date -u +%FT%TZ),$t,$wall,${execs:-0},$status,$artifacts,$cpu" >> results.csv
+    echo "$t: ${execs:-0} executions in ${wall} s (${cpu} CPU s), exit $status, $artifacts artifacts ($log)"
+}
+
+# Build every target first, so that compiling is not counted as fuzzing CPU time.
+for t in $targets; do
+    RUSTC_BOOTSTRAP=1 cargo fuzz build -s none "$t" || exit 1
+done
+
+for t in $targets; do
+    if [ -z "$cpu_goal" ]; then
+        fuzz_once "$t" "$seconds"
+        continue
+    fi
+    while :; do
+        done_cpu=$(recorded_cpu "$t")
+        [ "$done_cpu" -ge "$cpu_goal" ] && break
+        left=$((cpu_goal - done_cpu))
+        fuzz_once "$t" $((left < seconds ? (left < 60 ? 60 : left) : seconds))
+    done
+    echo "$t: $(recorded_cpu "$t") CPU s recorded (goal $cpu_goal)"
 done
