@@ -10,7 +10,7 @@
 # stopped at any time and run again: training resumes from the arm's newest checkpoint in
 # $REPRO_WORK (kept out of git). With REPRO_COMMIT=1 each finished stage is committed at once.
 # REPRO_STAGES (default "train nll fid") runs only some kinds of stage, e.g. every arm's training
-# and NLL before any of the long FID cells. REPRO_STEPS, REPRO_FID_SAMPLES, REPRO_NLL_IMAGES, REPRO_RESULTS, REPRO_REPORT and
+# and NLL before any of the long FID cells. REPRO_STEPS, REPRO_FID_SAMPLES, REPRO_FID_BOOTSTRAP, REPRO_NLL_IMAGES, REPRO_RESULTS, REPRO_REPORT and
 # REPRO_FID_REF shrink or redirect a run (a quick rehearsal of every stage, say).
 # Wall time is recorded per stage (seconds on this machine), so the compute each arm used is
 # stated in the report.
@@ -25,6 +25,8 @@ FMNIST=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 STEPS=${REPRO_STEPS:-4000}
 FID_SAMPLES=${REPRO_FID_SAMPLES:-2000}
 NLL_IMAGES=${REPRO_NLL_IMAGES:-200}
+# Bootstrap resamples for each FID's standard deviation (a few seconds each at 2,000 samples).
+FID_BOOTSTRAP=${REPRO_FID_BOOTSTRAP:-20}
 SEED=${REPRO_SEED:-1}
 FID_REF=${REPRO_FID_REF:-$WORK/data/test32}
 STAGES=${REPRO_STAGES:-train nll fid}
@@ -212,7 +214,7 @@ fid() {
   sampled=$(cat "$dir/sampling_seconds")
   start=$((SECONDS - sampled))
   "$IDDPM" eval --ref_batch "$FID_REF" --sample_batch "$dir"/samples_*.npz \
-    --output "$dir/eval.json"
+    --fid_bootstrap "$FID_BOOTSTRAP" --output "$dir/eval.json"
   "$IDDPM" npz2png "$dir"/samples_*.npz --grid "$RESULTS/$arm/samples_${name}_$steps.png" --max_images 64
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r.update(sampling_seconds=int(sys.argv[2]), wall_seconds=int(sys.argv[3]), steps=sys.argv[4]); print(json.dumps(r))' \
     "$dir/eval.json" "$sampled" $((SECONDS - start)) "$steps" | write_result "$out"

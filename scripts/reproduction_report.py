@@ -42,7 +42,11 @@ def fid_result(results, arm, variant, steps):
 
 def fid_cell(results, arm, variant, steps):
     r = fid_result(results, arm, variant, steps)
-    return "pending" if r is None else f"{r['fid']:.2f}"
+    if r is None:
+        return "pending"
+    # Cells evaluated with --fid_bootstrap carry the FID's bootstrap standard deviation.
+    sd = r.get("fid_std")
+    return f"{r['fid']:.2f}" if sd is None else f"{r['fid']:.2f} ± {sd:.2f}"
 
 
 def pr_cell(results, arm, variant, steps):
