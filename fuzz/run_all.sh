@@ -6,8 +6,8 @@
 #   machine is shared, and what the "CPU-hours" counts).
 # Without CPU_GOAL, each target runs once for SECONDS of wall time (default 3600). With
 # CPU_GOAL=N, each target runs in slices of at most SECONDS of wall time until the CPU seconds
-# recorded for it in results.csv add up to N, so a stopped campaign resumes where it was and a
-# shared machine still gives every target its CPU time.
+# recorded for it in results.csv since its last failure add up to N, so a stopped campaign
+# resumes where it was and a shared machine still gives every target its CPU time.
 # The corpus grows in fuzz/corpus/TARGET (ignored by git) from fuzz/seeds/TARGET, so runs
 # resume where the last one stopped. Crashing inputs land in fuzz/artifacts/TARGET; copy each
 # into fuzz/regressions/TARGET once fixed, where `cargo test` replays it.
@@ -20,10 +20,12 @@ targets=${TARGETS:-"pickle torch_archive safetensors npy npz idx cifar image"}
 cpu_goal=${CPU_GOAL:-}
 mkdir -p logs
 
-# The CPU seconds results.csv records for target $1 (runs from before the column existed
-# count as 0).
+# The CPU seconds results.csv records for target $1 since its last run that exited non-zero
+# (a crash, an out-of-memory or a timeout starts the count again; runs from before the column
+# existed count as 0).
 recorded_cpu() {
-    awk -F, -v t="$1" '$2 == t && $7 != "" { s += $7 } END { printf "%.0f", s }' results.csv
+    awk -F, -v t="$1" '$2 == t { s = ($5 == "0") ? s + $7 : 0 } END { printf "%.0f", s }' \
+        results.csv
 }
 
 # One libFuzzer run of target $1 for $2 wall seconds; appends its line to results.csv.
