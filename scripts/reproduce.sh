@@ -146,11 +146,11 @@ count_killed_sampling() {
   rm -f "$dir/segment_started"
 }
 
-train() {
-  local arm=$1 out=$RESULTS/$1/train.json dir=$WORK/$1
-  [ -f "$out" ] && return
+# Trains arm $1 in $WORK/$1 to step $STEPS, resuming from its newest checkpoint there; wall
+# seconds go to $WORK/$1/wall_seconds, one line per segment.
+train_to_end() {
+  local arm=$1 dir=$WORK/$1 resume=() ckpt step
   arm_flags "$arm"
-  local resume=() ckpt
   ckpt=$(newest_checkpoint "$dir")
   [ -n "$ckpt" ] && resume=(--resume_checkpoint "$ckpt")
   log "$arm: training to step $STEPS ${ckpt:+(resuming from $ckpt)}"
@@ -161,9 +161,29 @@ train() {
     --max_steps "$STEPS" --log_dir "$dir" "${resume[@]}"
   echo $((SECONDS - start)) >>"$dir/wall_seconds"
   rm -f "$dir/segment_started"
-  local step
   step=$(basename "$(newest_checkpoint "$dir")" .safetensors)
   [ "${step#model}" = "$(printf '%06d' "$STEPS")" ] || { log "$arm: stopped before step $STEPS"; exit 1; }
+}
+
+# The model of an arm whose training finished on another machine (checkpoints stay out of git)
+# is needed again by its pending stages: train it again with the same flags and seed. The time
+# goes to retrain.json, not to the arm's training budget, and the logged losses are compared
+# with the first run's, which says whether the model came out the same.
+ensure_model() {
+  local arm=$1 dir=$WORK/$1
+  [ -f "$(ema_path "$arm")" ] && return
+  log "$arm: its model was trained on another machine; training it again for the stages left"
+  train_to_end "$arm"
+  python3 scripts/compare_training.py "$RESULTS/$arm/progress.csv" "$dir/progress.csv" \
+    "$dir/wall_seconds" | write_result "$RESULTS/$arm/retrain.json"
+  commit "$arm trained again (its checkpoints stayed on another machine)"
+}
+
+train() {
+  local arm=$1 out=$RESULTS/$1/train.json dir=$WORK/$1 step
+  [ -f "$out" ] && return
+  train_to_end "$arm"
+  step=$(basename "$(newest_checkpoint "$dir")" .safetensors)
   cp "$dir/progress.csv" "$RESULTS/$arm/progress.csv"
   cp "$dir/samples_${step#model}.png" "$RESULTS/$arm/preview.png"
   printf '{"steps": %s, "batch_size": %s, "wall_seconds": %s, "flags": "%s"}\n' \
@@ -177,6 +197,7 @@ nll() {
   local arm=$1 name=$2 out=$RESULTS/$1/nll_$2.json
   shift 2
   [ -f "$out" ] && return
+  ensure_model "$arm"
   arm_flags "$arm"
   log "$arm/$name: NLL of $NLL_IMAGES test images over all $T steps"
   local dir=$WORK/$arm/nll_$name start=$SECONDS
@@ -191,6 +212,7 @@ fid() {
   local arm=$1 name=$2 steps=$3 out=$RESULTS/$1/fid_$2_$3.json
   shift 3
   [ -f "$out" ] && return
+  ensure_model "$arm"
   arm_flags "$arm"
   local sampler=(--timestep_respacing "$steps")
   [[ $steps == ddim* ]] && sampler+=(--use_ddim True)
