@@ -289,6 +289,33 @@ fn bad_batches_are_clear_errors() {
     )
     .unwrap();
     check(&other, "no array named arr_0");
+    // Statistics of the wrong size as the reference: an error naming them (before the weights
+    // are looked for), not a panic.
+    let tiny_stats = dir.join("tiny_stats.npz");
+    let stats = |shape: Vec<usize>| NpyArray {
+        data: NpyData::F64(vec![0.0; shape.iter().product()]),
+        shape,
+    };
+    write_npz(
+        &tiny_stats,
+        &[("mu", &stats(vec![3])), ("sigma", &stats(vec![3, 3]))],
+    )
+    .unwrap();
+    let (ok, text) = iddpm(&[
+        "eval",
+        "--ref_batch",
+        tiny_stats.to_str().unwrap(),
+        "--sample_batch",
+        a.to_str().unwrap(),
+        "--inception_path",
+        "/nonexistent.pt",
+    ]);
+    assert!(
+        !ok && text.contains("tiny_stats.npz")
+            && text.contains("[2048]")
+            && !text.contains("panicked"),
+        "{text}"
+    );
     // Valid batches but no weights: the error says where to get them.
     let (ok, text) = iddpm(&[
         "eval",

@@ -11,6 +11,9 @@ use iddpm_eval::{FeatureStats, ResampledFid, fid, precision_recall, standard_dev
 use crate::error::{Error, Result};
 use crate::io::{NpyArray, NpyData, read_npz, write_npz};
 
+/// Inception pool3 features per image.
+const FEATURES: usize = 2048;
+
 /// Where to get the weights when none are found.
 pub const WEIGHTS_HELP: &str = "the FID Inception weights were not found: pass --inception_path, set \
 IDDPM_INCEPTION_WEIGHTS, or put the file in ~/.cache/iddpm/. Get NVIDIA's \
@@ -129,7 +132,7 @@ pub fn batch_features(
     batch_size: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(batch.count * 2048);
+    let mut out = Vec::with_capacity(batch.count * FEATURES);
     let mut done = 0;
     for (pixels, n, h, w) in &batch.groups {
         let per = h * w * 3;
@@ -189,17 +192,49 @@ fn cache_path(path: &Path) -> Option<PathBuf> {
     )
 }
 
-fn stats_from_npz(arrays: &[(String, NpyArray)]) -> Option<FeatureStats> {
+/// The `mu`/`sigma` of a statistics file: None when it has none, an error naming the file when
+/// their shapes are not those of Inception's pool features (`[2048]`, `[2048, 2048]`).
+fn stats_from_npz(arrays: &[(String, NpyArray)], path: &Path) -> Result<Option<FeatureStats>> {
     let get = |k: &str| arrays.iter().find(|(n, _)| n == k).map(|(_, a)| a);
-    let (mu, sigma) = (get("mu")?, get("sigma")?);
-    let d = mu.shape.first().copied()?;
-    if sigma.shape != [d, d] {
-        return None;
+    let (Some(mu), Some(sigma)) = (get("mu"), get("sigma")) else {
+        return Ok(None);
+    };
+    if mu.shape != [FEATURES] || sigma.shape != [FEATURES, FEATURES] {
+        return Err(Error::file(
+            path,
+            format!(
+                "mu {:?} and sigma {:?} must have the shapes of Inception features, \
+                 [{FEATURES}] and [{FEATURES}, {FEATURES}]",
+                mu.shape, sigma.shape
+            ),
+        ));
     }
-    Some(FeatureStats {
+    Ok(Some(FeatureStats {
         mu: nalgebra::DVector::from_vec(mu.to_f64()),
-        sigma: nalgebra::DMatrix::from_row_slice(d, d, &sigma.to_f64()),
-    })
+        sigma: nalgebra::DMatrix::from_row_slice(FEATURES, FEATURES, &sigma.to_f64()),
+    }))
+}
+
+/// A cache entry's statistics and features, if it is whole (a damaged one is recomputed).
+fn cached_reference(path: &Path) -> Option<(FeatureStats, Vec<f32>)> {
+    let arrays = read_npz(path).ok()?;
+    let stats = stats_from_npz(&arrays, path).ok()??;
+    let (_, features) = arrays.iter().find(|(n, _)| n == "features")?;
+    let count = features.shape.first().copied()?;
+    (count >= 2 && features.shape == [count, FEATURES]).then(|| (stats, features.to_f32()))
+}
+
+/// The statistics of a reference file that holds `mu`/`sigma` and no images; None for image
+/// batches, which go through the network.
+pub fn precomputed_stats(path: &Path) -> Result<Option<FeatureStats>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let arrays = read_npz(path)?;
+    if arrays.iter().any(|(n, _)| n == "arr_0") {
+        return Ok(None);
+    }
+    stats_from_npz(&arrays, path)
 }
 
 fn reference_stats(
@@ -208,27 +243,9 @@ fn reference_stats(
     batch_size: usize,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<RefStats> {
-    if path.is_file() {
-        let arrays = read_npz(path)?;
-        let has_images = arrays.iter().any(|(n, _)| n == "arr_0");
-        if let (Some(stats), false) = (stats_from_npz(&arrays), has_images) {
-            return Ok(RefStats {
-                stats,
-                features: None,
-                count: 0,
-            });
-        }
-    }
     let cache = cache_path(path);
-    if let Some(c) = cache.as_ref().filter(|c| c.is_file())
-        && let Ok(arrays) = read_npz(c)
-        && let (Some(stats), Some((_, f))) = (
-            stats_from_npz(&arrays),
-            arrays.iter().find(|(n, _)| n == "features"),
-        )
-    {
-        let features = f.to_f32();
-        let count = features.len() / 2048;
+    if let Some((stats, features)) = cache.as_deref().and_then(cached_reference) {
+        let count = features.len() / FEATURES;
         progress("reference (cached)", count, count);
         return Ok(RefStats {
             stats,
@@ -242,23 +259,23 @@ fn reference_stats(
         progress("reference", d, n)
     });
     let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
-    let stats = FeatureStats::from_features(&as64, n, 2048)
+    let stats = FeatureStats::from_features(&as64, n, FEATURES)
         .ok_or_else(|| Error::file(path, "too few images"))?;
     if let Some(c) = cache {
         if let Some(dir) = c.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let mu = NpyArray {
-            shape: vec![2048],
+            shape: vec![FEATURES],
             data: NpyData::F64(stats.mu.as_slice().to_vec()),
         };
         // nalgebra stores column-major; sigma is symmetric, so the order does not matter.
         let sigma = NpyArray {
-            shape: vec![2048, 2048],
+            shape: vec![FEATURES, FEATURES],
             data: NpyData::F64(stats.sigma.as_slice().to_vec()),
         };
         let feats = NpyArray {
-            shape: vec![n, 2048],
+            shape: vec![n, FEATURES],
             data: NpyData::F32(features.clone()),
         };
         let _ = write_npz(&c, &[("mu", &mu), ("sigma", &sigma), ("features", &feats)]);
@@ -282,24 +299,33 @@ pub fn evaluate(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<EvalReport> {
     let sample_batch = load_batch(samples)?;
+    let precomputed = precomputed_stats(reference)?;
     let dict = load_inception_weights(weights).map_err(Error::Invalid)?;
     let net = FidInception::from_state_dict(&dict, device).map_err(|e| Error::file(weights, e))?;
-    let reference = reference_stats(&net, reference, batch_size, progress)?;
+    let reference = match precomputed {
+        Some(stats) => RefStats {
+            stats,
+            features: None,
+            count: 0,
+        },
+        None => reference_stats(&net, reference, batch_size, progress)?,
+    };
     let m = sample_batch.count;
     let features = batch_features(&net, &sample_batch, batch_size, &mut |d| {
         progress("samples", d, m)
     });
     let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
-    let stats = FeatureStats::from_features(&as64, m, 2048)
+    let stats = FeatureStats::from_features(&as64, m, FEATURES)
         .ok_or_else(|| Error::file(samples, "too few images"))?;
     let fid = fid(&reference.stats, &stats);
-    let fid_std = (fid_resamples > 0).then(|| {
-        let spread = bootstrap_fids(&reference.stats, &as64, m, fid_resamples, progress);
-        standard_deviation(&spread)
-    });
+    let fid_std = match fid_resamples {
+        0 => None,
+        count => bootstrap_fids(&reference.stats, &as64, m, count, progress)
+            .map(|spread| standard_deviation(&spread)),
+    };
     let (precision, recall) = match &reference.features {
         Some(rf) => {
-            let (p, r) = precision_recall(rf, &features, 2048);
+            let (p, r) = precision_recall(rf, &features, FEATURES);
             (Some(p), Some(r))
         }
         None => (None, None),
@@ -314,23 +340,23 @@ pub fn evaluate(
     })
 }
 
-/// FIDs of `count` bootstrap resamples of `m` sample feature rows (seeded, so reruns agree).
+/// FIDs of `count` bootstrap resamples of `m` sample feature rows (seeded, so reruns agree);
+/// None when the rows do not fit the reference.
 fn bootstrap_fids(
     reference: &FeatureStats,
     features: &[f64],
     m: usize,
     count: usize,
     progress: &mut dyn FnMut(&str, usize, usize),
-) -> Vec<f64> {
-    let Some(prepared) = ResampledFid::new(reference, features, m, reference.mu.len()) else {
-        return Vec::new();
-    };
-    (0..count)
+) -> Option<Vec<f64>> {
+    let prepared = ResampledFid::new(reference, features, m, FEATURES)?;
+    let fids = (0..count)
         .map(|i| {
             progress("FID bootstrap", i, count);
             let fid = prepared.bootstrap(1, i as u64)[0];
             progress("FID bootstrap", i + 1, count);
             fid
         })
-        .collect()
+        .collect();
+    Some(fids)
 }

@@ -47,6 +47,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             args.ref_batch.display()
         );
     }
+    iddpm::evaluate::precomputed_stats(&args.ref_batch)?;
     let output = match (&args.output, &args.output_dir) {
         (Some(file), _) => file.clone(),
         (None, dir) => dir
