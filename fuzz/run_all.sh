@@ -11,13 +11,16 @@
 # The corpus grows in fuzz/corpus/TARGET (ignored by git) from fuzz/seeds/TARGET, so runs
 # resume where the last one stopped. Crashing inputs land in fuzz/artifacts/TARGET; copy each
 # into fuzz/regressions/TARGET once fixed, where `cargo test` replays it.
+# DEADLINE=EPOCH_SECONDS shortens the slices so that none runs past it (a working session's
+# end, say), and stops there: every slice still records its line.
 # Usage: fuzz/run_all.sh [SECONDS] ; TARGETS="pickle npy" fuzz/run_all.sh 600
-#        CPU_GOAL=3600 fuzz/run_all.sh 900
+#        CPU_GOAL=3600 DEADLINE=$(date -d 'today 18:00' +%s) fuzz/run_all.sh 900
 set -u
 cd "$(dirname "$0")"
 seconds=${1:-3600}
 targets=${TARGETS:-"pickle torch_archive safetensors npy npz idx cifar image"}
 cpu_goal=${CPU_GOAL:-}
+deadline=${DEADLINE:-}
 mkdir -p logs
 
 # The CPU seconds results.csv records for target $1 since its last run that exited non-zero
@@ -47,6 +50,14 @@ fuzz_once() {
     echo "$t: ${execs:-0} executions in ${wall} s (${cpu} CPU s), exit $status, $artifacts artifacts ($log)"
 }
 
+# Prints $1 seconds, or fewer to end by the deadline; fails once fewer than 60 are left.
+within_deadline() {
+    [ -z "$deadline" ] && { echo "$1"; return 0; }
+    local left=$((deadline - $(date +%s)))
+    [ "$left" -lt 60 ] && { echo "deadline reached" >&2; return 1; }
+    echo $(($1 < left ? $1 : left))
+}
+
 # Build every target first, so that compiling is not counted as fuzzing CPU time.
 for t in $targets; do
     RUSTC_BOOTSTRAP=1 cargo fuzz build -s none "$t" || exit 1
@@ -54,14 +65,16 @@ done
 
 for t in $targets; do
     if [ -z "$cpu_goal" ]; then
-        fuzz_once "$t" "$seconds"
+        slice=$(within_deadline "$seconds") || exit 0
+        fuzz_once "$t" "$slice"
         continue
     fi
     while :; do
         done_cpu=$(recorded_cpu "$t")
         [ "$done_cpu" -ge "$cpu_goal" ] && break
         left=$((cpu_goal - done_cpu))
-        fuzz_once "$t" $((left < seconds ? (left < 60 ? 60 : left) : seconds))
+        slice=$(within_deadline $((left < seconds ? (left < 60 ? 60 : left) : seconds))) || exit 0
+        fuzz_once "$t" "$slice"
     done
     echo "$t: $(recorded_cpu "$t") CPU s recorded (goal $cpu_goal)"
 done
