@@ -81,15 +81,18 @@ impl<'a> ResampledFid<'a> {
         diff.norm_squared() + self.reference.sigma.trace() + trace_sigma2 - 2.0 * trace_sqrt
     }
 
-    /// FIDs of `count` bootstrap resamples (n rows drawn with replacement), seeded.
-    pub fn bootstrap(&self, count: usize, seed: u64) -> Vec<f64> {
+    /// The FID of one bootstrap resample (n rows drawn with replacement), seeded.
+    pub fn resample(&self, seed: u64) -> f64 {
         let n = self.rows.nrows();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..count)
-            .map(|_| {
-                let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
-                self.fid_of(&picks)
-            })
+        let picks: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
+        self.fid_of(&picks)
+    }
+
+    /// FIDs of `count` resamples, seeded `seed`, `seed + 1`, …
+    pub fn bootstrap(&self, count: usize, seed: u64) -> Vec<f64> {
+        (0..count as u64)
+            .map(|i| self.resample(seed.wrapping_add(i)))
             .collect()
     }
 }

@@ -4,7 +4,7 @@ use anyhow::bail;
 use std::path::PathBuf;
 
 use clap::Args;
-use iddpm::evaluate::{evaluate, find_inception_weights};
+use iddpm::evaluate::{EvalInputs, evaluate, find_inception_weights};
 use iddpm::{parse_device, progress};
 
 /// Arguments of `iddpm eval`.
@@ -40,14 +40,13 @@ pub struct EvalArgs {
 /// Prints FID, precision and recall and writes them as JSON.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     // Bad inputs are reported before the weights are looked for or loaded.
-    iddpm::evaluate::load_batch(&args.sample_batch)?;
     if !args.ref_batch.exists() {
         bail!(
             "--ref_batch {}: no such file or folder",
             args.ref_batch.display()
         );
     }
-    iddpm::evaluate::precomputed_stats(&args.ref_batch)?;
+    let inputs = EvalInputs::load(&args.ref_batch, &args.sample_batch)?;
     let output = match (&args.output, &args.output_dir) {
         (Some(file), _) => file.clone(),
         (None, dir) => dir
@@ -63,8 +62,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut bar: Option<(String, indicatif::ProgressBar)> = None;
     let report = evaluate(
         &weights,
-        &args.ref_batch,
-        &args.sample_batch,
+        inputs,
         args.batch_size,
         args.fid_bootstrap,
         &device,

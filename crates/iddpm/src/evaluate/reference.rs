@@ -1,0 +1,251 @@
+//! The reference side of `iddpm eval`: a statistics file, images, or the features an earlier
+//! run computed for the same images (cached under `~/.cache/iddpm/ref-stats`).
+
+use std::path::{Path, PathBuf};
+
+use iddpm_eval::FeatureStats;
+use iddpm_eval::fid_inception::FidInception;
+
+use super::FEATURES;
+use super::batch::{ImageBatch, batch_features, batch_from_arrays, load_batch};
+use crate::error::{Error, Result};
+use crate::io::{NpyArray, NpyData, read_npz, write_npz};
+
+/// A reference batch as read from disk, before any network runs.
+pub enum Reference {
+    /// `mu`/`sigma` of a statistics file: enough for the FID, not for precision and recall.
+    Stats(FeatureStats),
+    /// Statistics and features an earlier run computed for this file.
+    Cached {
+        /// Their mean and covariance.
+        stats: FeatureStats,
+        /// Pool features `[n, 2048]`.
+        features: Vec<f32>,
+    },
+    /// Images that still go through the network; their features are cached afterwards.
+    Images {
+        /// The decoded images.
+        batch: ImageBatch,
+        /// The file or folder they came from (the cache's key).
+        path: PathBuf,
+    },
+}
+
+/// Reference statistics, with the features precision and recall need where there are any.
+pub(super) struct RefStats {
+    pub stats: FeatureStats,
+    pub features: Option<Vec<f32>>,
+    pub count: usize,
+}
+
+impl Reference {
+    /// Reads `path`, each file once: the cache entry of its images if there is one, else the
+    /// npz (statistics or images) or the image folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        if let Some((stats, features)) = cache_path(path).as_deref().and_then(cached_reference) {
+            return Ok(Self::Cached { stats, features });
+        }
+        if path.is_dir() {
+            let batch = load_batch(path)?;
+            let path = path.to_path_buf();
+            return Ok(Self::Images { batch, path });
+        }
+        let arrays = read_npz(path)?;
+        if !arrays.iter().any(|(n, _)| n == "arr_0")
+            && let Some(stats) = stats_from_npz(&arrays, path)?
+        {
+            return Ok(Self::Stats(stats));
+        }
+        let batch = batch_from_arrays(&arrays, path)?;
+        let path = path.to_path_buf();
+        Ok(Self::Images { batch, path })
+    }
+
+    /// The statistics, running `net` over images (and caching their features).
+    pub(super) fn into_stats(
+        self,
+        net: &FidInception,
+        batch_size: usize,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<RefStats> {
+        match self {
+            Self::Stats(stats) => Ok(RefStats {
+                stats,
+                features: None,
+                count: 0,
+            }),
+            Self::Cached { stats, features } => {
+                let count = features.len() / FEATURES;
+                progress("reference (cached)", count, count);
+                Ok(RefStats {
+                    stats,
+                    features: Some(features),
+                    count,
+                })
+            }
+            Self::Images { batch, path } => image_stats(net, &batch, &path, batch_size, progress),
+        }
+    }
+}
+
+/// Features and statistics of reference images, written to the cache for the next run.
+fn image_stats(
+    net: &FidInception,
+    batch: &ImageBatch,
+    path: &Path,
+    batch_size: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<RefStats> {
+    let n = batch.count;
+    let features = batch_features(net, batch, batch_size, &mut |d| progress("reference", d, n));
+    let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
+    let stats = FeatureStats::from_features(&as64, n, FEATURES)
+        .ok_or_else(|| Error::file(path, "too few images"))?;
+    if let Some(cache) = cache_path(path) {
+        write_cache(&cache, &stats, &features, n);
+    }
+    Ok(RefStats {
+        stats,
+        features: Some(features),
+        count: n,
+    })
+}
+
+/// Keeps statistics and features for the next run; a cache that cannot be written only costs
+/// that run the time to compute them again.
+fn write_cache(cache: &Path, stats: &FeatureStats, features: &[f32], n: usize) {
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mu = NpyArray {
+        shape: vec![FEATURES],
+        data: NpyData::F64(stats.mu.as_slice().to_vec()),
+    };
+    // nalgebra stores column-major; sigma is symmetric, so the order does not matter.
+    let sigma = NpyArray {
+        shape: vec![FEATURES, FEATURES],
+        data: NpyData::F64(stats.sigma.as_slice().to_vec()),
+    };
+    let feats = NpyArray {
+        shape: vec![n, FEATURES],
+        data: NpyData::F32(features.to_vec()),
+    };
+    let _ = write_npz(
+        cache,
+        &[("mu", &mu), ("sigma", &sigma), ("features", &feats)],
+    );
+}
+
+/// The cache entry of `path`: keyed by its canonical path, size and modification time, so an
+/// edited reference is never matched with old features.
+fn cache_path(path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.to_string_lossy().bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let home = std::env::var_os("HOME")?;
+    Some(
+        PathBuf::from(home)
+            .join(".cache/iddpm/ref-stats")
+            .join(format!("{h:016x}-{}-{modified}.npz", meta.len())),
+    )
+}
+
+/// The `mu`/`sigma` of a statistics file: None when it has none, an error naming the file when
+/// their shapes are not those of Inception's pool features (`[2048]`, `[2048, 2048]`).
+fn stats_from_npz(arrays: &[(String, NpyArray)], path: &Path) -> Result<Option<FeatureStats>> {
+    let get = |k: &str| arrays.iter().find(|(n, _)| n == k).map(|(_, a)| a);
+    let (Some(mu), Some(sigma)) = (get("mu"), get("sigma")) else {
+        return Ok(None);
+    };
+    if mu.shape != [FEATURES] || sigma.shape != [FEATURES, FEATURES] {
+        return Err(Error::file(
+            path,
+            format!(
+                "mu {:?} and sigma {:?} must have the shapes of Inception features, \
+                 [{FEATURES}] and [{FEATURES}, {FEATURES}]",
+                mu.shape, sigma.shape
+            ),
+        ));
+    }
+    Ok(Some(FeatureStats {
+        mu: nalgebra::DVector::from_vec(mu.to_f64()),
+        sigma: nalgebra::DMatrix::from_row_slice(FEATURES, FEATURES, &sigma.to_f64()),
+    }))
+}
+
+/// A cache entry's statistics and features, if it is whole (a damaged one is recomputed).
+fn cached_reference(path: &Path) -> Option<(FeatureStats, Vec<f32>)> {
+    let arrays = read_npz(path).ok()?;
+    let stats = stats_from_npz(&arrays, path).ok()??;
+    let (_, features) = arrays.iter().find(|(n, _)| n == "features")?;
+    let count = features.shape.first().copied()?;
+    (count >= 2 && features.shape == [count, FEATURES]).then(|| (stats, features.to_f32()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder for one test's files.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("iddpm-ref-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_statistics_file_loads_as_statistics() {
+        let path = scratch("stats").join("ref.npz");
+        let mu = NpyArray {
+            shape: vec![FEATURES],
+            data: NpyData::F64(vec![0.5; FEATURES]),
+        };
+        let sigma = NpyArray {
+            shape: vec![FEATURES, FEATURES],
+            data: NpyData::F64(vec![0.0; FEATURES * FEATURES]),
+        };
+        write_npz(&path, &[("mu", &mu), ("sigma", &sigma)]).unwrap();
+        match Reference::load(&path).unwrap() {
+            Reference::Stats(stats) => assert_eq!(stats.mu[7], 0.5),
+            _ => panic!("a mu/sigma file must load as statistics"),
+        }
+    }
+
+    #[test]
+    fn an_image_file_loads_as_images_and_a_file_without_either_is_an_error() {
+        let dir = scratch("images");
+        let images = NpyArray {
+            shape: vec![3, 4, 4, 1],
+            data: NpyData::U8((0..48).collect()),
+        };
+        write_npz(&dir.join("ref.npz"), &[("arr_0", &images)]).unwrap();
+        match Reference::load(&dir.join("ref.npz")).unwrap() {
+            Reference::Images { batch, .. } => {
+                assert_eq!(batch.count, 3);
+                // Grey images are repeated over three channels.
+                assert_eq!(&batch.groups[0].0[..6], &[0, 0, 0, 1, 1, 1]);
+            }
+            _ => panic!("an arr_0 file must load as images"),
+        }
+        let other = NpyArray {
+            shape: vec![2],
+            data: NpyData::F64(vec![1.0, 2.0]),
+        };
+        write_npz(&dir.join("other.npz"), &[("x", &other)]).unwrap();
+        let Err(err) = Reference::load(&dir.join("other.npz")) else {
+            panic!("a file with neither images nor statistics must be refused");
+        };
+        let message = err.to_string();
+        assert!(message.contains("other.npz") && message.contains("arr_0"), "{message}");
+    }
+}
