@@ -41,12 +41,12 @@ fn iddpm(args: &[&str]) -> (bool, String) {
     iddpm_with_home(args, None)
 }
 
-/// Runs the CLI, with `HOME` (where reference statistics are cached) replaced when given.
+/// Runs the CLI with `HOME` (where reference statistics are cached) set to `home`, or to a
+/// scratch folder, so that tests never fill the user's cache.
 fn iddpm_with_home(args: &[&str], home: Option<&Path>) -> (bool, String) {
+    let scratch = std::env::temp_dir().join(format!("iddpm-cli-eval-{}-home", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iddpm"));
-    if let Some(h) = home {
-        cmd.env("HOME", h);
-    }
+    cmd.env("HOME", home.unwrap_or(&scratch));
     let o = cmd.args(args).output().unwrap();
     (
         o.status.success(),

@@ -42,7 +42,9 @@ impl Reference {
     /// Reads `path`, each file once: the cache entry of its images if there is one, else the
     /// npz (statistics or images) or the image folder.
     pub fn load(path: &Path) -> Result<Self> {
-        if let Some((stats, features)) = cache_path(path).as_deref().and_then(cached_reference) {
+        let cache = cache_path(path);
+        if let Some((stats, features)) = cache.as_deref().and_then(cached_reference) {
+            mark_used(cache.as_deref());
             return Ok(Self::Cached { stats, features });
         }
         if path.is_dir() {
@@ -134,6 +136,36 @@ fn write_cache(cache: &Path, stats: &FeatureStats, features: &[f32], n: usize) {
         cache,
         &[("mu", &mu), ("sigma", &sigma), ("features", &feats)],
     );
+    if let Some(dir) = cache.parent() {
+        prune_cache(dir, KEPT_REFERENCES);
+    }
+}
+
+/// Cache entries kept: each holds a 2048 × 2048 covariance (32 MiB) and the features, so the
+/// cache keeps the references in use, not every file ever evaluated.
+const KEPT_REFERENCES: usize = 4;
+
+/// Makes a cache entry the most recently used, so pruning keeps it.
+fn mark_used(entry: Option<&Path>) {
+    if let Some(file) = entry.and_then(|p| std::fs::File::options().append(true).open(p).ok()) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes all but the `keep` most recently used entries of the cache folder `dir`.
+fn prune_cache(dir: &Path, keep: usize) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = listing
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "npz"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, stale) in entries.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(stale);
+    }
 }
 
 /// The cache entry of `path`: keyed by its canonical path, size and modification time, so an
@@ -246,6 +278,31 @@ mod tests {
             panic!("a file with neither images nor statistics must be refused");
         };
         let message = err.to_string();
-        assert!(message.contains("other.npz") && message.contains("arr_0"), "{message}");
+        assert!(
+            message.contains("other.npz") && message.contains("arr_0"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_only_the_most_recently_used_entries() {
+        let dir = scratch("prune");
+        let start = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        for i in 0..6u64 {
+            let path = dir.join(format!("{i}.npz"));
+            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(start + std::time::Duration::from_secs(10 * i))
+                .unwrap();
+        }
+        // The oldest entry was just used: it stays, and the next oldest go.
+        mark_used(Some(&dir.join("0.npz")));
+        prune_cache(&dir, 3);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["0.npz", "4.npz", "5.npz"]);
     }
 }
