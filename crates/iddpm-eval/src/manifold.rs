@@ -27,9 +27,9 @@ struct Points {
 impl Points {
     fn new(features: &[f32], d: usize) -> Self {
         let c = features.len() / d;
-        let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
+        // Converted in place: no f64 copy of all features besides the matrix itself.
         Self {
-            matrix: DMatrix::from_row_slice(c, d, &as64),
+            matrix: DMatrix::from_fn(c, d, |i, j| features[i * d + j] as f64),
             norms: squared_norms(features, d),
         }
     }

@@ -169,7 +169,8 @@ fn prune_cache(dir: &Path, keep: usize) {
 }
 
 /// The cache entry of `path`: keyed by its canonical path, size and modification time, so an
-/// edited reference is never matched with old features.
+/// edited reference file is never matched with old features. A folder's time changes when
+/// images are added, removed or renamed, not when one is rewritten in place.
 fn cache_path(path: &Path) -> Option<PathBuf> {
     let meta = std::fs::metadata(path).ok()?;
     let modified = meta
