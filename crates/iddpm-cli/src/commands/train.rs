@@ -15,7 +15,7 @@ use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
 use iddpm::steady_rate::SteadyRate;
-use iddpm::train::{ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
+use iddpm::train::{LoopSummary, ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
 
 use crate::commands::distributed::{device_for, join_processes};
 use crate::commands::ensure_writable_dir;
@@ -138,6 +138,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     check_fp16_flags(args)?;
     let group = join_processes()?;
     let (rank, world_size) = (group.rank(), group.world_size());
+    let main = rank == 0;
     let device = device_for(&args.device, &group)?;
     let (size, small_size) = image_sizes(args, super_res)?;
     let spec = args.model.spec(size, super_res)?;
@@ -155,38 +156,77 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         &device,
     )?;
     trainer.join_group(group)?;
-    let main = rank == 0;
     if main {
         let params = iddpm::nn::param_count(trainer.model_mut());
         println!("model: {params} parameters, {gflop:.3} GFLOP per image forward");
     }
-    if !args.resume_checkpoint.is_empty() {
-        let step = trainer
-            .resume(std::path::Path::new(&args.resume_checkpoint))
-            .with_context(|| {
-                format!(
-                    "resuming from --resume_checkpoint {}",
-                    args.resume_checkpoint
-                )
-            })?;
-        println!("resumed from {} at step {step}", args.resume_checkpoint);
+    resume_if_asked(&mut trainer, args)?;
+    let stop = stop_flag_on_interrupt()?;
+    println!("logging to {}", log_dir.display());
+    let started = Instant::now();
+    let (summary, steady) = train_with_progress(&mut trainer, args, &stop, main)?;
+    if main {
+        print_rates(&summary, &steady, args.batch_size * world_size, &log_dir);
     }
+    if args.heldout_bpd > 0 && main {
+        let heldout = heldout
+            .context("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data")?;
+        let model = trainer.inference_model()?;
+        report_heldout_bpd(args, &spec, model, &heldout, &device, &log_dir)?;
+    }
+    if main {
+        let secs = started.elapsed().as_secs();
+        println!(
+            "done in {} min {} s (training, previews and evaluation)",
+            secs / 60,
+            secs % 60
+        );
+    }
+    let group = trainer.leave_group();
+    report_communication(&group, summary.last_step - summary.first_step);
+    Ok(group.finish()?)
+}
+
+/// Resumes from `--resume_checkpoint` when it is given.
+fn resume_if_asked(trainer: &mut Trainer<'_>, args: &TrainArgs) -> anyhow::Result<()> {
+    if args.resume_checkpoint.is_empty() {
+        return Ok(());
+    }
+    let step = trainer
+        .resume(Path::new(&args.resume_checkpoint))
+        .with_context(|| {
+            format!(
+                "resuming from --resume_checkpoint {}",
+                args.resume_checkpoint
+            )
+        })?;
+    println!("resumed from {} at step {step}", args.resume_checkpoint);
+    Ok(())
+}
+
+/// A flag that Ctrl-C (and SIGTERM) raise, so that training saves a checkpoint and stops.
+fn stop_flag_on_interrupt() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("cannot install the Ctrl-C handler")?;
-    }
+    let raised = stop.clone();
+    ctrlc::set_handler(move || raised.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Runs the training loop behind a progress bar (drawn by the main process only) that shows
+/// the loss and the image rate, and measures the steady rate.
+fn train_with_progress(
+    trainer: &mut Trainer<'_>,
+    args: &TrainArgs,
+    stop: &AtomicBool,
+    main: bool,
+) -> anyhow::Result<(LoopSummary, SteadyRate)> {
     let total = match (args.max_steps, args.lr_anneal_steps) {
         (Some(m), _) => m,
         (None, a) if a > 0 => a,
-        _ => u64::MAX,
+        _ => 0, // no end: the bar shows the position and rate only
     };
-    let bar = progress::bar(
-        if total == u64::MAX { 0 } else { total },
-        "training",
-        "steps",
-    );
+    let bar = progress::bar(total, "training", "steps");
     if !main {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -195,8 +235,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let first_step = trainer.step();
     // Rates after the first steps, which a GPU spends compiling and tuning its kernels.
     let mut steady = SteadyRate::new(first_step + STEADY_AFTER);
-    println!("logging to {}", log_dir.display());
-    let summary = trainer.run_loop(&stop, &mut |event| match event {
+    let summary = trainer.run_loop(stop, &mut |event| match event {
         TrainEvent::Step(report) => {
             if report.skipped {
                 bar.suspend(|| {
@@ -226,36 +265,25 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    Ok((summary, steady))
+}
+
+/// The loop's overall rate and, once past the first steps, its steady rate (`global_batch`
+/// images per step, all processes together).
+fn print_rates(summary: &LoopSummary, steady: &SteadyRate, global_batch: usize, log_dir: &Path) {
+    let steps = summary.last_step - summary.first_step;
     println!(
-        "trained {} steps in {:.1} s ({:.2} steps/s); samples and loss curve in {}",
-        summary.last_step - summary.first_step,
+        "trained {steps} steps in {:.1} s ({:.2} steps/s); samples and loss curve in {}",
         summary.seconds,
-        (summary.last_step - summary.first_step) as f64 / summary.seconds.max(1e-9),
+        steps as f64 / summary.seconds.max(1e-9),
         log_dir.display()
     );
-    if let Some(rate) = steady.per_second().filter(|_| main) {
+    if let Some(rate) = steady.per_second() {
         println!(
             "after the first {STEADY_AFTER} steps: {rate:.3} steps/s, {:.2} images/s",
-            rate * (args.batch_size * world_size) as f64
+            rate * global_batch as f64
         );
     }
-    if args.heldout_bpd > 0 && main {
-        let heldout = heldout
-            .context("--heldout_bpd needs the embedded dataset; use `iddpm nll` for other data")?;
-        let model = trainer.inference_model()?;
-        report_heldout_bpd(args, &spec, model, &heldout, &device, &log_dir)?;
-    }
-    if main {
-        let secs = started.elapsed().as_secs();
-        println!(
-            "done in {} min {} s (training, previews and evaluation)",
-            secs / 60,
-            secs % 60
-        );
-    }
-    let group = trainer.leave_group();
-    report_communication(&group, summary.last_step - summary.first_step);
-    Ok(group.finish()?)
 }
 
 /// Evaluates the full-T bound of `model` (the EMA) on the held-out images, prints it and writes
