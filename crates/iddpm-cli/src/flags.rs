@@ -1,7 +1,7 @@
 //! Flag conventions shared with the reference scripts: underscores (with kebab-case aliases)
 //! and `True`/`False` booleans, and the model and diffusion flags every command takes.
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use std::fmt::Display;
 use std::str::FromStr;
 
@@ -240,6 +240,16 @@ impl RunFlags {
         self.output_dir
             .clone()
             .unwrap_or_else(|| crate::commands::fresh_run_dir(command))
+    }
+
+    /// The model at `--model_path` built as `spec` says, and its diffusion; errors name the file.
+    pub fn load_model(
+        &self,
+        spec: &ModelSpec,
+        device: &burn::tensor::Device,
+    ) -> anyhow::Result<(iddpm::nn::UNetModel, iddpm::diffusion::GaussianDiffusion)> {
+        spec.load(&self.model_path, device)
+            .with_context(|| format!("loading --model_path {}", self.model_path.display()))
     }
 
     /// An error naming `--model_path` when it is not a file, before any work starts.

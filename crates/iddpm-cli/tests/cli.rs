@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use iddpm::io::{NpyArray, NpyData, read_npz_array};
+use iddpm::io::{NpyArray, NpyData, read_npz_array, write_npz};
 use safetensors::SafeTensors;
 
 fn reference_dir() -> PathBuf {
@@ -210,6 +210,35 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
             train_dir.to_str().unwrap(),
         ],
         "--fp16_scale_growth -1",
+    );
+    // Fewer labels than low-resolution images for a class-conditional upsampler.
+    let base = tmp("bad-base").join("low.npz");
+    let low = NpyArray {
+        shape: vec![3, 4, 4, 3],
+        data: NpyData::U8(vec![0; 144]),
+    };
+    let labels = NpyArray {
+        shape: vec![2],
+        data: NpyData::I64(vec![1, 2]),
+    };
+    write_npz(&base, &[("arr_0", &low), ("arr_1", &labels)]).unwrap();
+    check(
+        vec![
+            "super_res_sample",
+            "--model_path",
+            model_s,
+            "--base_samples",
+            base.to_str().unwrap(),
+            "--small_size",
+            "4",
+            "--large_size",
+            "8",
+            "--class_cond",
+            "True",
+            "--output_dir",
+            out_s,
+        ],
+        "arr_1 holds 2 labels for 3 images",
     );
     let blocker = out.join("a-file");
     std::fs::write(&blocker, b"x").unwrap();

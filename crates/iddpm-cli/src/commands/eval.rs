@@ -4,8 +4,9 @@ use anyhow::bail;
 use std::path::PathBuf;
 
 use clap::Args;
-use iddpm::evaluate::{EvalInputs, evaluate, find_inception_weights};
+use iddpm::evaluate::{EvalInputs, EvalReport, evaluate, find_inception_weights};
 use iddpm::{parse_device, progress};
+use indicatif::ProgressBar;
 
 /// Arguments of `iddpm eval`.
 #[derive(Args)]
@@ -47,62 +48,20 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     let inputs = EvalInputs::load(&args.ref_batch, &args.sample_batch)?;
-    let output = match (&args.output, &args.output_dir) {
-        (Some(file), _) => file.clone(),
-        (None, dir) => dir
-            .clone()
-            .unwrap_or_else(|| crate::commands::fresh_run_dir("eval"))
-            .join("eval_results.json"),
-    };
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::commands::ensure_writable_dir(dir)?;
-    }
+    let output = output_path(args)?;
     let weights = find_inception_weights(args.inception_path.as_deref())?;
     let device = parse_device(&args.device)?;
-    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let mut bars = StageBars::default();
     let report = evaluate(
         &weights,
         inputs,
         args.batch_size,
         args.fid_bootstrap,
         &device,
-        &mut |which, done, total| {
-            if bar.as_ref().is_none_or(|(w, _)| w != which) {
-                if let Some((_, b)) = bar.take() {
-                    b.finish_and_clear();
-                }
-                bar = Some((
-                    which.to_string(),
-                    progress::bar(total as u64, &format!("features ({which})"), "images"),
-                ));
-            }
-            if let Some((_, b)) = &bar {
-                b.set_position(done as u64);
-            }
-        },
+        &mut |stage, done, total| bars.show(stage, done, total),
     )?;
-    if let Some((_, b)) = bar {
-        b.finish_and_clear();
-    }
-    match report.fid_std {
-        Some(sd) => println!(
-            "FID: {:.4} (bootstrap s.d. {sd:.4} over {} resamples)",
-            report.fid, args.fid_bootstrap
-        ),
-        None => println!("FID: {:.4}", report.fid),
-    }
-    println!(
-        "Precision: {}",
-        report
-            .precision
-            .map_or("n/a (reference has statistics only)".into(), |p| format!(
-                "{p:.4}"
-            ))
-    );
-    println!(
-        "Recall: {}",
-        report.recall.map_or("n/a".into(), |r| format!("{r:.4}"))
-    );
+    bars.finish();
+    print_report(&report, args.fid_bootstrap);
     let json = serde_json::json!({
         "fid": report.fid,
         "fid_std": report.fid_std,
@@ -119,4 +78,67 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     iddpm::checkpoint::write_atomic(&output, json.as_bytes())?;
     println!("wrote {}", output.display());
     Ok(())
+}
+
+/// `--output`, or `eval_results.json` in `--output_dir` (or a new run folder), whose folder is
+/// made and checked for writing before the long work starts.
+fn output_path(args: &EvalArgs) -> anyhow::Result<PathBuf> {
+    let output = match (&args.output, &args.output_dir) {
+        (Some(file), _) => file.clone(),
+        (None, dir) => dir
+            .clone()
+            .unwrap_or_else(|| crate::commands::fresh_run_dir("eval"))
+            .join("eval_results.json"),
+    };
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::commands::ensure_writable_dir(dir)?;
+    }
+    Ok(output)
+}
+
+/// One progress bar per stage of the evaluation (the reference's features, then the
+/// samples'): a new stage clears the previous stage's bar.
+#[derive(Default)]
+struct StageBars {
+    current: Option<(String, ProgressBar)>,
+}
+
+impl StageBars {
+    fn show(&mut self, stage: &str, done: usize, total: usize) {
+        if self.current.as_ref().is_none_or(|(s, _)| s != stage) {
+            self.finish();
+            let bar = progress::bar(total as u64, &format!("features ({stage})"), "images");
+            self.current = Some((stage.to_string(), bar));
+        }
+        if let Some((_, bar)) = &self.current {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((_, bar)) = self.current.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// FID (with its bootstrap standard deviation), precision and recall, as guided-diffusion's
+/// evaluator prints them.
+fn print_report(report: &EvalReport, resamples: usize) {
+    match report.fid_std {
+        Some(sd) => println!(
+            "FID: {:.4} (bootstrap s.d. {sd:.4} over {resamples} resamples)",
+            report.fid
+        ),
+        None => println!("FID: {:.4}", report.fid),
+    }
+    let precision = report.precision.map_or_else(
+        || "n/a (reference has statistics only)".to_string(),
+        |p| format!("{p:.4}"),
+    );
+    println!("Precision: {precision}");
+    let recall = report
+        .recall
+        .map_or_else(|| "n/a".to_string(), |r| format!("{r:.4}"));
+    println!("Recall: {recall}");
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::flags::RunFlags;
 
+use iddpm::data::{InMemoryDataset, fashion_mnist};
 use iddpm::io::{NpyArray, NpyData, save_grid, write_npz};
 use iddpm::sample::Samples;
 
@@ -64,6 +65,23 @@ fn utc_stamp(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The embedded Fashion-MNIST's last images, held out from `iddpm train` and evaluated by
+/// `iddpm nll` (and `iddpm train --heldout_bpd`) by default.
+pub const EMBEDDED_HELDOUT: usize = 1000;
+
+/// The embedded Fashion-MNIST split into training images and the [`EMBEDDED_HELDOUT`] held-out
+/// ones; `size` must be its 32×32.
+pub fn embedded_split(size: usize) -> anyhow::Result<(InMemoryDataset, InMemoryDataset)> {
+    if size != fashion_mnist::RESOLUTION {
+        anyhow::bail!(
+            "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
+        );
+    }
+    let mut train = fashion_mnist::embedded()?;
+    let heldout = train.split_off(EMBEDDED_HELDOUT);
+    Ok((train, heldout))
 }
 
 /// Creates `dir` and checks that a file can be written there, before any long work starts.

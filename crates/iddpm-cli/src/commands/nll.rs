@@ -1,17 +1,17 @@
 //! `iddpm nll`: the reference's `image_nll.py`.
 
 use anyhow::{Context, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args};
-use iddpm::data::{Dataset, ImageFolder, fashion_mnist};
+use iddpm::data::{Dataset, ImageFolder};
 use iddpm::io::{NpyArray, NpyData, write_npz};
-use iddpm::nll::{NllOptions, combine_nll, evaluate_nll_batches};
-use iddpm::progress;
-use iddpm::sample::Shard;
+use iddpm::nll::{NllOptions, NllReport, combine_nll, evaluate_nll_batches};
 
-use crate::commands::distributed::{device_for, join_processes};
-use crate::commands::ensure_writable_dir;
+use crate::commands::distributed::{
+    device_for, join_processes, main_process_bar, output_dir_of, shard_of,
+};
+use crate::commands::embedded_split;
 use crate::flags::{ModelArgs, RunFlags, parse_bool};
 use iddpm::sharding::gather_nll_batches;
 
@@ -39,43 +39,17 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
         bail!("--num_samples and --batch_size must be at least 1");
     }
     let mut group = join_processes()?;
-    let (rank, world) = (group.rank(), group.world_size());
     let device = device_for(&args.run.device, &group)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
-    let data: Box<dyn Dataset> = match &args.data_dir {
-        Some(dir) => Box::new(
-            ImageFolder::open(dir, size, spec.model.class_cond)
-                .with_context(|| format!("reading --data_dir {}", dir.display()))?,
-        ),
-        None => {
-            if size != fashion_mnist::RESOLUTION {
-                bail!(
-                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 or --data_dir"
-                );
-            }
-            let mut all = fashion_mnist::embedded()?;
-            Box::new(all.split_off(1000))
-        }
-    };
-    // Only rank 0 writes; a default folder is made once, by it.
-    let output_dir = args.run.output_dir("nll");
-    if rank == 0 {
-        ensure_writable_dir(&output_dir)?;
-    }
-    let (model, diffusion) = spec
-        .load(&args.run.model_path, &device)
-        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
+    let data = test_data(args, size, spec.model.class_cond)?;
+    let output_dir = output_dir_of(&args.run, "nll", &group)?;
+    let (model, diffusion) = args.run.load_model(&spec, &device)?;
     let n = args.num_samples.min(data.len());
-    let shard = (world > 1).then_some(Shard {
-        index: rank,
-        count: world,
-    });
-    let bar = progress::bar(n.div_ceil(world) as u64, "nll", "images");
-    if rank != 0 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let shard = shard_of(&group);
+    let own_images = n.div_ceil(group.world_size()) as u64;
+    let bar = main_process_bar(group.is_main(), own_images, "nll", "images");
     let opts = NllOptions {
         num_images: n,
         batch_size: args.run.batch_size,
@@ -95,12 +69,42 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    // With several processes, rank 0 collects every batch's sums and writes the results.
+    // With several processes, the main one collects every batch's sums and writes the results.
     let t = diffusion.num_timesteps();
     let Some(batches) = gather_nll_batches(&mut group, batches, t)? else {
         return Ok(group.finish()?);
     };
     let report = combine_nll(batches, t)?;
+    let path = write_nll_results(&output_dir, &report, t, args.clip_denoised)?;
+    println!(
+        "NLL: {:.4} ± {:.4} bits/dim (standard error) over {} images; wrote {}",
+        report.bpd,
+        report.bpd_stderr,
+        report.num_images,
+        path.display()
+    );
+    Ok(group.finish()?)
+}
+
+/// `--data_dir`, or the embedded Fashion-MNIST's held-out split.
+fn test_data(args: &NllArgs, size: usize, class_cond: bool) -> anyhow::Result<Box<dyn Dataset>> {
+    Ok(match &args.data_dir {
+        Some(dir) => Box::new(
+            ImageFolder::open(dir, size, class_cond)
+                .with_context(|| format!("reading --data_dir {}", dir.display()))?,
+        ),
+        None => Box::new(embedded_split(size)?.1),
+    })
+}
+
+/// Writes the per-timestep terms as the reference does (`vb_terms.npz`, `mse_terms.npz`,
+/// `xstart_mse_terms.npz`) and the summary `nll_results.json`, whose path it returns.
+fn write_nll_results(
+    dir: &Path,
+    report: &NllReport,
+    num_timesteps: usize,
+    clip_denoised: bool,
+) -> anyhow::Result<PathBuf> {
     for (name, terms) in [
         ("vb", &report.vb),
         ("mse", &report.mse),
@@ -110,26 +114,16 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
             shape: vec![terms.len()],
             data: NpyData::F32(terms.clone()),
         };
-        write_npz(
-            &output_dir.join(format!("{name}_terms.npz")),
-            &[("arr_0", &array)],
-        )?;
+        write_npz(&dir.join(format!("{name}_terms.npz")), &[("arr_0", &array)])?;
     }
     let summary = serde_json::json!({
         "bpd": report.bpd,
         "bpd_stderr": report.bpd_stderr,
         "num_images": report.num_images,
-        "num_timesteps": t,
-        "clip_denoised": args.clip_denoised,
+        "num_timesteps": num_timesteps,
+        "clip_denoised": clip_denoised,
     });
-    let path = output_dir.join("nll_results.json");
+    let path = dir.join("nll_results.json");
     iddpm::checkpoint::write_atomic(&path, format!("{summary:#}\n").as_bytes())?;
-    println!(
-        "NLL: {:.4} ± {:.4} bits/dim (standard error) over {} images; wrote {}",
-        report.bpd,
-        report.bpd_stderr,
-        report.num_images,
-        path.display()
-    );
-    Ok(group.finish()?)
+    Ok(path)
 }

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use clap::{ArgAction, Args};
 use iddpm::io::NpyArray;
-use iddpm::progress;
-use iddpm::sample::{SampleOptions, Shard, sample_images};
+use iddpm::sample::{SampleOptions, sample_images};
 use iddpm::steady_rate::SteadyRate;
 
-use crate::commands::distributed::{device_for, join_processes};
-use crate::commands::{batch_dir, remove_batch_dir};
-use crate::commands::{ensure_writable_dir, write_samples};
+use crate::commands::distributed::{
+    device_for, join_processes, main_process_bar, output_dir_of, own_batch_count, shard_of,
+};
+use crate::commands::{batch_dir, remove_batch_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags, parse_bool};
 use iddpm::sharding::gather_samples;
 
@@ -71,7 +71,6 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         bail!("--batch_size must be at least 1");
     }
     let mut group = join_processes()?;
-    let (rank, world) = (group.rank(), group.world_size());
     let device = device_for(&args.run.device, &group)?;
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
@@ -81,28 +80,11 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         None => None,
     };
     let init_noise = match &args.init_noise {
-        Some(path) => {
-            let a = NpyArray::read(path)?;
-            let want = [args.num_samples, 3, size, size];
-            if a.shape != want {
-                bail!(
-                    "--init_noise {}: shape {:?}, expected {want:?}",
-                    path.display(),
-                    a.shape
-                );
-            }
-            Some(a.to_f32())
-        }
+        Some(path) => Some(read_init_noise(path, [args.num_samples, 3, size, size])?),
         None => None,
     };
-    // Only rank 0 writes; a default folder is made once, by it.
-    let output_dir = args.run.output_dir("sample");
-    if rank == 0 {
-        ensure_writable_dir(&output_dir)?;
-    }
-    let (mut model, diffusion) = spec
-        .load(&args.run.model_path, &device)
-        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
+    let output_dir = output_dir_of(&args.run, "sample", &group)?;
+    let (mut model, diffusion) = args.run.load_model(&spec, &device)?;
     model.set_torso_f16(args.use_fp16);
     let opts = SampleOptions {
         num_samples: args.num_samples,
@@ -114,20 +96,12 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         labels,
         init_noise,
         low_res: None,
-        shard: (world > 1).then_some(Shard {
-            index: rank,
-            count: world,
-        }),
+        shard: shard_of(&group),
         batch_dir: batch_dir(&args.run),
     };
-    let batches = (0..args.num_samples.div_ceil(args.run.batch_size))
-        .filter(|k| k % world == rank)
-        .count() as u64;
+    let batches = own_batch_count(args.num_samples.div_ceil(args.run.batch_size), &group);
     let steps = diffusion.num_timesteps() as u64;
-    let bar = progress::bar(batches * steps, "sampling", "steps");
-    if rank != 0 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = main_process_bar(group.is_main(), batches * steps, "sampling", "steps");
     let started = Instant::now();
     // Images per second after the first batch, which a GPU spends compiling its kernels.
     let mut steady = SteadyRate::new(1);
@@ -146,7 +120,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         }
     })?;
     bar.finish_and_clear();
-    // With several processes, rank 0 collects every batch and writes the files.
+    // With several processes, the main one collects every batch and writes the files.
     let Some(samples) = gather_samples(&mut group, samples, args.num_samples, args.run.batch_size)?
     else {
         return Ok(group.finish()?);
@@ -168,4 +142,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     }
     remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
+}
+
+/// `--init_noise`: x_T for every sample, float32 of shape `want` ([N, 3, H, W]).
+fn read_init_noise(path: &Path, want: [usize; 4]) -> anyhow::Result<Vec<f32>> {
+    let array = NpyArray::read(path)?;
+    if array.shape != want {
+        bail!(
+            "--init_noise {}: shape {:?}, expected {want:?}",
+            path.display(),
+            array.shape
+        );
+    }
+    Ok(array.to_f32())
 }

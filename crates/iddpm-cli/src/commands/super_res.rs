@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use iddpm::io::{NpyData, read_npz};
-use iddpm::progress;
-use iddpm::sample::{SampleOptions, Shard, sample_images};
+use iddpm::sample::{SampleOptions, sample_images};
 
-use crate::commands::distributed::{device_for, join_processes};
-use crate::commands::{batch_dir, remove_batch_dir};
-use crate::commands::{ensure_writable_dir, write_samples};
+use crate::commands::distributed::{
+    device_for, join_processes, main_process_bar, output_dir_of, own_batch_count, shard_of,
+};
+use crate::commands::{batch_dir, remove_batch_dir, write_samples};
 use crate::flags::{ModelArgs, RunFlags, SamplerFlags};
 use iddpm::sharding::gather_samples;
 
@@ -39,73 +39,13 @@ pub struct SuperResArgs {
 
 /// Upsamples the base samples and writes `samples_{N}x{L}x{L}x3.npz` and a grid.
 pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
-    let arrays = read_npz(&args.base_samples)
-        .with_context(|| format!("reading --base_samples {}", args.base_samples.display()))?;
-    let arr = arrays
-        .iter()
-        .find(|(n, _)| n == "arr_0")
-        .map(|(_, a)| a)
-        .with_context(|| format!("{}: no array named arr_0", args.base_samples.display()))?;
-    let NpyData::U8(pixels) = &arr.data else {
-        bail!(
-            "{}: arr_0 must be uint8 images",
-            args.base_samples.display()
-        );
-    };
-    let [count, h, w, c] = arr.shape[..] else {
-        bail!(
-            "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
-            args.base_samples.display(),
-            arr.shape
-        );
-    };
-    let s = args.small_size;
-    if (h, w, c) != (s, s, 3) {
-        bail!(
-            "{}: images are {h}x{w}x{c}, --small_size {s} needs {s}x{s}x3",
-            args.base_samples.display()
-        );
-    }
-    let n = args.num_samples.unwrap_or(count).min(count);
-    if n == 0 {
-        bail!("no images to upsample (--num_samples 0 or an empty arr_0)");
-    }
-    let mut low = vec![0f32; n * 3 * s * s];
-    for b in 0..n {
-        for p in 0..s * s {
-            for ch in 0..3 {
-                low[(b * 3 + ch) * s * s + p] =
-                    pixels[(b * s * s + p) * 3 + ch] as f32 / 127.5 - 1.0;
-            }
-        }
-    }
-    let labels = arrays
-        .iter()
-        .find(|(n, _)| n == "arr_1")
-        .and_then(|(_, a)| a.to_i64())
-        .map(|l| l[..n].to_vec());
-    let labels = if args.model.class_cond {
-        Some(labels.with_context(|| {
-            format!(
-                "{}: a class-conditional model needs arr_1 labels",
-                args.base_samples.display()
-            )
-        })?)
-    } else {
-        None
-    };
+    let base = read_base_samples(args)?;
+    let n = base.count;
     let mut group = join_processes()?;
-    let (rank, world) = (group.rank(), group.world_size());
     let device = device_for(&args.run.device, &group)?;
     let spec = args.model.spec(args.large_size, true)?;
-    // Only rank 0 writes; a default folder is made once, by it.
-    let output_dir = args.run.output_dir("super_res_sample");
-    if rank == 0 {
-        ensure_writable_dir(&output_dir)?;
-    }
-    let (model, diffusion) = spec
-        .load(&args.run.model_path, &device)
-        .with_context(|| format!("loading --model_path {}", args.run.model_path.display()))?;
+    let output_dir = output_dir_of(&args.run, "super_res_sample", &group)?;
+    let (model, diffusion) = args.run.load_model(&spec, &device)?;
     let opts = SampleOptions {
         num_samples: n,
         batch_size: args.run.batch_size,
@@ -113,23 +53,15 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
         sampler: args.sampler.sampler(),
         clip_denoised: args.sampler.clip_denoised,
         seed: args.run.seed,
-        labels,
+        labels: base.labels,
         init_noise: None,
-        low_res: Some((low, s)),
-        shard: (world > 1).then_some(Shard {
-            index: rank,
-            count: world,
-        }),
+        low_res: Some((base.low_res, args.small_size)),
+        shard: shard_of(&group),
         batch_dir: batch_dir(&args.run),
     };
-    let batches = (0..n.div_ceil(args.run.batch_size))
-        .filter(|k| k % world == rank)
-        .count() as u64;
+    let batches = own_batch_count(n.div_ceil(args.run.batch_size), &group);
     let steps = diffusion.num_timesteps() as u64;
-    let bar = progress::bar(batches * steps, "upsampling", "steps");
-    if rank != 0 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = main_process_bar(group.is_main(), batches * steps, "upsampling", "steps");
     let samples = sample_images(&model, &diffusion, &opts, &device, &mut |d| {
         bar.set_position(d)
     })?;
@@ -146,4 +78,71 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
     );
     remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
+}
+
+/// The low-resolution images to upsample, as the model's conditioning input.
+struct BaseSamples {
+    /// `[N, 3, s, s]` in [-1, 1].
+    low_res: Vec<f32>,
+    /// `arr_1`, for a class-conditional model.
+    labels: Option<Vec<i64>>,
+    /// N: `--num_samples`, at most the file's count.
+    count: usize,
+}
+
+/// Reads `--base_samples` (`arr_0` uint8 `[N, s, s, 3]`, `arr_1` labels) and checks it
+/// against `--small_size`, `--num_samples` and `--class_cond`.
+fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
+    let file = args.base_samples.display();
+    let arrays =
+        read_npz(&args.base_samples).with_context(|| format!("reading --base_samples {file}"))?;
+    let array = |name: &str| arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a);
+    let images = array("arr_0").with_context(|| format!("{file}: no array named arr_0"))?;
+    let NpyData::U8(pixels) = &images.data else {
+        bail!("{file}: arr_0 must be uint8 images");
+    };
+    let [count, h, w, c] = images.shape[..] else {
+        bail!(
+            "{file}: arr_0 has shape {:?}, expected [N, H, W, 3]",
+            images.shape
+        );
+    };
+    let s = args.small_size;
+    if (h, w, c) != (s, s, 3) {
+        bail!("{file}: images are {h}x{w}x{c}, --small_size {s} needs {s}x{s}x3");
+    }
+    let n = args.num_samples.unwrap_or(count).min(count);
+    if n == 0 {
+        bail!("no images to upsample (--num_samples 0 or an empty arr_0)");
+    }
+    let labels = if args.model.class_cond {
+        let labels = array("arr_1")
+            .and_then(|a| a.to_i64())
+            .with_context(|| format!("{file}: a class-conditional model needs arr_1 labels"))?;
+        if labels.len() < n {
+            bail!("{file}: arr_1 holds {} labels for {n} images", labels.len());
+        }
+        Some(labels[..n].to_vec())
+    } else {
+        None
+    };
+    Ok(BaseSamples {
+        low_res: nhwc_u8_to_nchw_unit(&pixels[..n * s * s * 3], n, s),
+        labels,
+        count: n,
+    })
+}
+
+/// `[n, s, s, 3]` uint8 pixels → `[n, 3, s, s]` floats in [-1, 1].
+fn nhwc_u8_to_nchw_unit(pixels: &[u8], n: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * 3 * s * s];
+    for b in 0..n {
+        for p in 0..s * s {
+            for ch in 0..3 {
+                out[(b * 3 + ch) * s * s + p] =
+                    pixels[(b * s * s + p) * 3 + ch] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    out
 }

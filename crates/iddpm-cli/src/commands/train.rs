@@ -10,15 +10,15 @@ use std::time::Instant;
 use burn::tensor::Device;
 use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
-use iddpm::data::{Dataset, ImageFolder, InMemoryDataset, fashion_mnist};
+use iddpm::data::{Dataset, ImageFolder, InMemoryDataset};
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
 use iddpm::steady_rate::SteadyRate;
 use iddpm::train::{LoopSummary, ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
 
-use crate::commands::distributed::{device_for, join_processes};
-use crate::commands::ensure_writable_dir;
+use crate::commands::distributed::{device_for, join_processes, main_process_bar};
+use crate::commands::{embedded_split, ensure_writable_dir};
 use crate::flags::{CommaList, ModelArgs, parse_bool};
 
 /// Arguments of `iddpm train`.
@@ -129,9 +129,6 @@ pub struct TrainArgs {
 /// Steps left out of the steady rate.
 const STEADY_AFTER: u64 = 3;
 
-/// Held-out images of the embedded dataset.
-const HELDOUT: usize = 1000;
-
 /// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
 /// save a checkpoint first).
 pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
@@ -226,10 +223,7 @@ fn train_with_progress(
         (None, a) if a > 0 => a,
         _ => 0, // no end: the bar shows the position and rate only
     };
-    let bar = progress::bar(total, "training", "steps");
-    if !main {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = main_process_bar(main, total, "training", "steps");
     bar.set_position(trainer.step());
     let started = Instant::now();
     let first_step = trainer.step();
@@ -345,19 +339,13 @@ fn training_data(
             (Box::new(folder), None)
         }
         None => {
-            if size != fashion_mnist::RESOLUTION {
-                bail!(
-                    "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
-                );
-            }
-            let mut all = fashion_mnist::embedded()?;
-            let heldout = all.split_off(HELDOUT);
+            let (train, heldout) = embedded_split(size)?;
             println!(
                 "data: embedded Fashion-MNIST, {} training and {} held-out images",
-                all.len(),
+                train.len(),
                 heldout.len()
             );
-            (Box::new(all), Some(heldout))
+            (Box::new(train), Some(heldout))
         }
     })
 }
