@@ -38,12 +38,22 @@ pub use checkpoints::parse_resume_step;
 pub use options::{INITIAL_LG_LOSS_SCALE, SamplerKind, StepReport, TrainOptions};
 pub use run_loop::{LoopSummary, TrainEvent};
 
+/// The schedule sampler a run uses: `--schedule_sampler`'s choice.
 enum TimestepSampler {
     Uniform(UniformSampler),
     LossSecondMoment(LossSecondMomentResampler),
 }
 
 impl TimestepSampler {
+    fn new(kind: SamplerKind, num_timesteps: usize) -> Self {
+        match kind {
+            SamplerKind::Uniform => Self::Uniform(UniformSampler::new(num_timesteps)),
+            SamplerKind::LossSecondMoment => {
+                Self::LossSecondMoment(LossSecondMomentResampler::new(num_timesteps))
+            }
+        }
+    }
+
     fn get(&self) -> &dyn ScheduleSampler {
         match self {
             Self::Uniform(s) => s,
@@ -132,6 +142,66 @@ fn check_step_fits(
     iddpm_nn::memory::check_fits(bytes, &what).map_err(TrainError::Config)
 }
 
+/// Everything in the options, the network and the data that can be checked before any
+/// weights exist.
+fn check_options(opts: &TrainOptions, unet_config: &UNetConfig, data: &dyn Dataset) -> Result<()> {
+    if opts.batch_size == 0 {
+        return Err(TrainError::Config("batch_size must be at least 1".into()));
+    }
+    if opts.microbatch > opts.batch_size {
+        return Err(TrainError::Config(format!(
+            "microbatch {} is larger than batch_size {}",
+            opts.microbatch, opts.batch_size
+        )));
+    }
+    if opts.log_interval == 0 || opts.save_interval == 0 {
+        return Err(TrainError::Config(
+            "log_interval and save_interval must be at least 1".into(),
+        ));
+    }
+    if let Some(rate) = opts.ema_rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
+        return Err(TrainError::Config(format!(
+            "EMA rate {rate} is not in [0, 1)"
+        )));
+    }
+    if opts.lr.is_nan() || opts.lr <= 0.0 {
+        return Err(TrainError::Config(format!(
+            "lr {} must be positive",
+            opts.lr
+        )));
+    }
+    let resolution = data.resolution();
+    if let Some(small) = opts.small_size
+        && (small == 0 || !resolution.is_multiple_of(small))
+    {
+        return Err(TrainError::Config(format!(
+            "small_size {small} must divide the resolution {resolution}"
+        )));
+    }
+    let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
+    if unet_config.in_channels != expect_in {
+        return Err(TrainError::Config(
+            "super-resolution training needs the super-resolution network".into(),
+        ));
+    }
+    unet_config.check_image_size(resolution)?;
+    if data.len() < opts.batch_size {
+        return Err(TrainError::Config(format!(
+            "the dataset has {} images, fewer than batch_size {}",
+            data.len(),
+            opts.batch_size
+        )));
+    }
+    Ok(())
+}
+
+/// One EMA per rate, each starting from the model's initial weights.
+fn initial_emas(model: &mut UNetModel, rates: &[f64]) -> Vec<Ema> {
+    let mut flats = Vec::new();
+    for_each_param(model, |_, name, p| flats.push((name.to_string(), p.flat())));
+    rates.iter().map(|&r| Ema::new(r, flats.clone())).collect()
+}
+
 impl<'d> Trainer<'d> {
     /// Sets up a run on `device` (the autodiff device is derived from it). Everything that
     /// can be checked before spending compute is checked here.
@@ -142,53 +212,8 @@ impl<'d> Trainer<'d> {
         opts: TrainOptions,
         device: &Device,
     ) -> Result<Self> {
-        if opts.batch_size == 0 {
-            return Err(TrainError::Config("batch_size must be at least 1".into()));
-        }
-        if opts.microbatch > opts.batch_size {
-            return Err(TrainError::Config(format!(
-                "microbatch {} is larger than batch_size {}",
-                opts.microbatch, opts.batch_size
-            )));
-        }
-        if opts.log_interval == 0 || opts.save_interval == 0 {
-            return Err(TrainError::Config(
-                "log_interval and save_interval must be at least 1".into(),
-            ));
-        }
-        if let Some(rate) = opts.ema_rates.iter().find(|r| !(0.0..1.0).contains(*r)) {
-            return Err(TrainError::Config(format!(
-                "EMA rate {rate} is not in [0, 1)"
-            )));
-        }
-        if opts.lr.is_nan() || opts.lr <= 0.0 {
-            return Err(TrainError::Config(format!(
-                "lr {} must be positive",
-                opts.lr
-            )));
-        }
+        check_options(&opts, &unet_config, data)?;
         let resolution = data.resolution();
-        if let Some(small) = opts.small_size
-            && (small == 0 || !resolution.is_multiple_of(small))
-        {
-            return Err(TrainError::Config(format!(
-                "small_size {small} must divide the resolution {resolution}"
-            )));
-        }
-        let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
-        if unet_config.in_channels != expect_in {
-            return Err(TrainError::Config(
-                "super-resolution training needs the super-resolution network".into(),
-            ));
-        }
-        unet_config.check_image_size(resolution)?;
-        if data.len() < opts.batch_size {
-            return Err(TrainError::Config(format!(
-                "the dataset has {} images, fewer than batch_size {}",
-                data.len(),
-                opts.batch_size
-            )));
-        }
         check_step_fits(&unet_config, &opts, resolution, device)?;
         let diffusion = diffusion_config.build_with_respacing("")?;
         // --use_checkpoint: burn recomputes memory-bound activations in the backward pass.
@@ -202,23 +227,8 @@ impl<'d> Trainer<'d> {
         let mut model = UNetModel::seeded(&unet_config, init_seed, &train_device);
         model.set_torso_f16(opts.use_fp16);
         let names = param_names(&mut model);
-        let mut flats = Vec::new();
-        for_each_param(&mut model, |_, name, p| {
-            flats.push((name.to_string(), p.flat()))
-        });
-        let emas = opts
-            .ema_rates
-            .iter()
-            .map(|&r| Ema::new(r, flats.clone()))
-            .collect();
-        let sampler = match opts.schedule_sampler {
-            SamplerKind::Uniform => {
-                TimestepSampler::Uniform(UniformSampler::new(diffusion.num_timesteps()))
-            }
-            SamplerKind::LossSecondMoment => TimestepSampler::LossSecondMoment(
-                LossSecondMomentResampler::new(diffusion.num_timesteps()),
-            ),
-        };
+        let emas = initial_emas(&mut model, &opts.ema_rates);
+        let sampler = TimestepSampler::new(opts.schedule_sampler, diffusion.num_timesteps());
         let logger = Logger::new(&opts.log_dir, opts.quiet)?;
         let loader = BatchLoader::new(data, opts.batch_size, opts.seed)?;
         Ok(Self {
