@@ -23,24 +23,7 @@ pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
     }
     let spec_trim = spec.trim();
     if let Some(rest) = spec_trim.strip_prefix("ddim") {
-        let desired: usize = rest.parse().map_err(|_| {
-            err(format!(
-                "{rest:?} is not a step count; write \"ddimN\" with N a positive integer"
-            ))
-        })?;
-        if desired == 0 {
-            return Err(err("the number of DDIM steps must be at least 1".into()));
-        }
-        // The reference tries strides 1..T-1 only.
-        for stride in 1..num_timesteps {
-            if num_timesteps.div_ceil(stride) == desired {
-                return Ok((0..num_timesteps).step_by(stride).collect());
-            }
-        }
-        return Err(err(format!(
-            "no integer stride gives exactly {desired} steps out of {num_timesteps}; \
-             use a section count such as \"{desired}\" instead"
-        )));
+        return ddim_steps(num_timesteps, rest).map_err(err);
     }
     if spec_trim.is_empty() {
         return Err(err(
@@ -49,17 +32,50 @@ pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
     }
     let counts = spec_trim
         .split(',')
-        .map(|part| {
-            let part = part.trim();
-            match part.parse::<usize>() {
-                Ok(0) => Err(err("every section count must be at least 1".into())),
-                Ok(n) => Ok(n),
-                Err(_) => Err(err(format!(
-                    "{part:?} is not a step count; expected comma-separated positive integers or \"ddimN\""
-                ))),
-            }
+        .map(|part| parse_section_count(part.trim()))
+        .collect::<std::result::Result<Vec<usize>, String>>()
+        .map_err(err)?;
+    section_steps(num_timesteps, &counts).map_err(err)
+}
+
+/// `"ddimN"` (`count` is the text after "ddim"): every stride-th step from 0, for the smallest
+/// integer stride that gives exactly N steps.
+fn ddim_steps(num_timesteps: usize, count: &str) -> std::result::Result<Vec<usize>, String> {
+    let desired: usize = count.parse().map_err(|_| {
+        format!("{count:?} is not a step count; write \"ddimN\" with N a positive integer")
+    })?;
+    if desired == 0 {
+        return Err("the number of DDIM steps must be at least 1".into());
+    }
+    // The reference tries strides 1..T-1 only.
+    (1..num_timesteps)
+        .find(|&stride| num_timesteps.div_ceil(stride) == desired)
+        .map(|stride| (0..num_timesteps).step_by(stride).collect())
+        .ok_or_else(|| {
+            format!(
+                "no integer stride gives exactly {desired} steps out of {num_timesteps}; \
+                 use a section count such as \"{desired}\" instead"
+            )
         })
-        .collect::<Result<Vec<usize>>>()?;
+}
+
+/// One section's step count of a comma-separated specification.
+fn parse_section_count(part: &str) -> std::result::Result<usize, String> {
+    match part.parse::<usize>() {
+        Ok(0) => Err("every section count must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{part:?} is not a step count; expected comma-separated positive integers or \"ddimN\""
+        )),
+    }
+}
+
+/// T split into `counts.len()` equal sections (the first `T % sections` one step longer),
+/// section i strided to `counts[i]` steps with a fractional stride.
+fn section_steps(
+    num_timesteps: usize,
+    counts: &[usize],
+) -> std::result::Result<Vec<usize>, String> {
     let size_per = num_timesteps / counts.len();
     let extra = num_timesteps % counts.len();
     let mut start = 0usize;
@@ -67,9 +83,9 @@ pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
     for (i, &count) in counts.iter().enumerate() {
         let size = size_per + usize::from(i < extra);
         if size < count {
-            return Err(err(format!(
+            return Err(format!(
                 "section {i} has {size} steps and cannot be divided into {count}"
-            )));
+            ));
         }
         let frac_stride = if count <= 1 {
             1.0
