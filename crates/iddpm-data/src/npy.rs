@@ -121,96 +121,13 @@ impl NpyArray {
     /// Parses `.npy` bytes; `what` names the source in errors.
     pub fn from_bytes(bytes: &[u8], what: &Path) -> Result<Self> {
         let bad = |m: &str| DataError::bad(what, format!("not a readable .npy array: {m}"));
-        if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {
-            return Err(bad("missing the NUMPY magic"));
-        }
-        let (header_len, start) = match bytes[6] {
-            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-            2 | 3 if bytes.len() >= 12 => (
-                u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-                12,
-            ),
-            _ => return Err(bad("unsupported format version")),
-        };
-        if header_len > MAX_HEADER_LEN {
-            return Err(bad(&format!(
-                "a header of {header_len} bytes (NumPy's limit is {MAX_HEADER_LEN})"
-            )));
-        }
+        let (start, header_len) = header_span(bytes).map_err(|m| bad(&m))?;
         let header = bytes
             .get(start..start + header_len)
             .ok_or_else(|| bad("truncated header"))?;
-        let header = String::from_utf8_lossy(header);
-        let field = |key: &str| -> Option<String> {
-            let i = header.find(&format!("'{key}'"))?;
-            let rest = header[i + key.len() + 2..]
-                .trim_start()
-                .strip_prefix(':')?
-                .trim_start();
-            Some(rest.to_string())
-        };
-        let descr = field("descr").ok_or_else(|| bad("no descr"))?;
-        let descr = descr
-            .split('\'')
-            .nth(1)
-            .ok_or_else(|| bad("bad descr"))?
-            .to_string();
-        if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
-            return Err(bad("Fortran-ordered arrays are not supported"));
-        }
-        let shape_text = field("shape").ok_or_else(|| bad("no shape"))?;
-        let inner = shape_text
-            .strip_prefix('(')
-            .and_then(|s| s.split(')').next())
-            .ok_or_else(|| bad("bad shape"))?;
-        let shape: Vec<usize> = inner
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().map_err(|_| bad("bad shape")))
-            .collect::<Result<_>>()?;
-        let n = shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
-        let body = &bytes[start + header_len..];
-        let need = |size: usize| -> Result<&[u8]> {
-            n.checked_mul(size)
-                .and_then(|len| body.get(..len))
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "shape {shape:?} needs more data than the file has"
-                    ))
-                })
-        };
-        let data = match descr.as_str() {
-            "|u1" | "<u1" | "u1" | "|b1" => NpyData::U8(need(1)?.to_vec()),
-            "<f4" => NpyData::F32(
-                need(4)?
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<f8" => NpyData::F64(
-                need(8)?
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<i8" => NpyData::I64(
-                need(8)?
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            "<i4" => NpyData::I32(
-                need(4)?
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            ),
-            other => return Err(bad(&format!("unsupported dtype {other}"))),
-        };
+        let (descr, shape) = parse_header(&String::from_utf8_lossy(header)).map_err(|m| bad(&m))?;
+        let data =
+            decode_body(&descr, &shape, &bytes[start + header_len..]).map_err(|m| bad(&m))?;
         Ok(Self { shape, data })
     }
 
@@ -219,6 +136,86 @@ impl NpyArray {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         Self::from_bytes(&bytes, path)
     }
+}
+
+/// Where the header starts and how long it is, from the magic, the version and the length
+/// field; a header over [`MAX_HEADER_LEN`] is refused.
+fn header_span(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
+    if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 10 {
+        return Err("missing the NUMPY magic".into());
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        _ => return Err("unsupported format version".into()),
+    };
+    if header_len > MAX_HEADER_LEN {
+        return Err(format!(
+            "a header of {header_len} bytes (NumPy's limit is {MAX_HEADER_LEN})"
+        ));
+    }
+    Ok((start, header_len))
+}
+
+/// The dtype (`descr`) and shape of a header such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
+fn parse_header(header: &str) -> std::result::Result<(String, Vec<usize>), String> {
+    let field = |key: &str| -> Option<&str> {
+        let i = header.find(&format!("'{key}'"))?;
+        let rest = header[i + key.len() + 2..]
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
+        Some(rest)
+    };
+    let descr = field("descr").ok_or("no descr")?;
+    let descr = descr.split('\'').nth(1).ok_or("bad descr")?.to_string();
+    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+        return Err("Fortran-ordered arrays are not supported".into());
+    }
+    let shape_text = field("shape").ok_or("no shape")?;
+    let inner = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or("bad shape")?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| "bad shape".to_string()))
+        .collect::<std::result::Result<Vec<usize>, String>>()?;
+    Ok((descr, shape))
+}
+
+/// The `shape`'s elements of dtype `descr` from the start of `body` (little-endian; trailing
+/// bytes are ignored, missing ones are an error).
+fn decode_body(descr: &str, shape: &[usize], body: &[u8]) -> std::result::Result<NpyData, String> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    let need = |size: usize| {
+        n.checked_mul(size)
+            .and_then(|len| body.get(..len))
+            .ok_or_else(|| format!("shape {shape:?} needs more data than the file has"))
+    };
+    fn words<const W: usize, T>(bytes: &[u8], from: fn([u8; W]) -> T) -> Vec<T> {
+        bytes
+            .chunks_exact(W)
+            .map(|c| from(c.try_into().unwrap()))
+            .collect()
+    }
+    Ok(match descr {
+        "|u1" | "<u1" | "u1" | "|b1" => NpyData::U8(need(1)?.to_vec()),
+        "<f4" => NpyData::F32(words(need(4)?, f32::from_le_bytes)),
+        "<f8" => NpyData::F64(words(need(8)?, f64::from_le_bytes)),
+        "<i8" => NpyData::I64(words(need(8)?, i64::from_le_bytes)),
+        "<i4" => NpyData::I32(words(need(4)?, i32::from_le_bytes)),
+        other => return Err(format!("unsupported dtype {other}")),
+    })
 }
 
 #[cfg(test)]
