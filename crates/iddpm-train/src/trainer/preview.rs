@@ -30,6 +30,9 @@ impl Trainer<'_> {
         Ok(self.preview_model.as_ref().expect("created above"))
     }
 
+    /// Writes a grid of `preview_samples` samples drawn with `preview_steps` respaced steps
+    /// from the first EMA; for super-resolution, each sample sits between its low-resolution
+    /// input and the original.
     pub(super) fn preview(&mut self, path: &Path) -> Result<()> {
         let n = self.opts.preview_samples;
         let r = self.resolution;
@@ -42,39 +45,12 @@ impl Trainer<'_> {
             .diffusion_config
             .build_with_respacing(&steps.to_string())?;
         let device = self.device.clone();
-        let class_cond = self.unet_config.num_classes.is_some();
         // Super-resolution upsamples the first training images, shown beside the result.
         let originals = match self.opts.small_size {
-            Some(_) => {
-                let data = self.loader.data();
-                let mut values = Vec::with_capacity(n * 3 * r * r);
-                let mut labels = Vec::with_capacity(n);
-                for i in 0..n {
-                    let (image, label) = data.get(i % data.len())?;
-                    values.extend(image);
-                    labels.push(label.unwrap_or((i % 10) as i64));
-                }
-                Some((
-                    Tensor::<4>::from_data(TensorData::new(values, [n, 3, r, r]), &device),
-                    labels,
-                ))
-            }
+            Some(_) => Some(self.first_training_images(n)?),
             None => None,
         };
-        let mut cond = Conditioning::none();
-        if class_cond {
-            let labels: Vec<i64> = match &originals {
-                Some((_, l)) => l.clone(),
-                None => (0..n as i64).map(|i| i % 10).collect(),
-            };
-            cond.labels = Some(Tensor::<1, Int>::from_data(
-                TensorData::new(labels, [n]),
-                &device,
-            ));
-        }
-        if let Some((x, _)) = &originals {
-            cond.low_res = self.low_res(x);
-        }
+        let cond = self.preview_conditioning(n, originals.as_ref());
         // A few steps over the respaced timesteps, deterministic with DDIM.
         let sampler = if self.opts.preview_ddim {
             Sampler::Ddim { eta: 0.0 }
@@ -85,38 +61,77 @@ impl Trainer<'_> {
         let mut noise = SeededNoise::new(12345);
         let request = SampleRequest::new(sampler, [n, 3, r, r], &cond, &mut noise, &device);
         let x = diffusion.sample_loop(model, request)?;
-        let mut images = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
-        let mut count = n;
-        if let (Some((x, _)), Some(low)) = (originals, cond.low_res) {
-            // Rows of three: the low-resolution input (blown up), the sample, the original.
-            let small = low.dims()[2];
-            let blown = nearest_upsample(
-                &to_uint8_nhwc(&to_f32_vec(low), n, 3, small, small),
-                n,
-                small,
-                r,
-            );
-            let truth = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
-            let per = r * r * 3;
-            let mut rows = Vec::with_capacity(3 * n * per);
-            for i in 0..n {
-                for part in [&blown, &images, &truth] {
-                    rows.extend_from_slice(&part[i * per..(i + 1) * per]);
-                }
+        let samples = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
+        match (originals, cond.low_res) {
+            (Some((x, _)), Some(low)) => {
+                let small = low.dims()[2];
+                let blown = nearest_upsample(
+                    &to_uint8_nhwc(&to_f32_vec(low), n, 3, small, small),
+                    n,
+                    small,
+                    r,
+                );
+                let truth = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
+                let rows = interleave(&[&blown, &samples, &truth], n);
+                save_grid_with_columns(path, &rows, 3 * n, r, r, Some(3))?;
             }
-            images = rows;
-            count = 3 * n;
+            _ => save_grid_with_columns(path, &samples, n, r, r, None)?,
         }
-        save_grid_with_columns(
-            path,
-            &images,
-            count,
-            r,
-            r,
-            if count == n { None } else { Some(3) },
-        )?;
         Ok(())
     }
+
+    /// The first `n` training images (repeated if the data has fewer) as `[n, 3, r, r]`, with
+    /// their labels (or 0..9 in turn for unlabelled data).
+    fn first_training_images(&self, n: usize) -> Result<(Tensor<4>, Vec<i64>)> {
+        let r = self.resolution;
+        let data = self.loader.data();
+        let mut values = Vec::with_capacity(n * 3 * r * r);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let (image, label) = data.get(i % data.len())?;
+            values.extend(image);
+            labels.push(label.unwrap_or((i % 10) as i64));
+        }
+        let images = Tensor::<4>::from_data(TensorData::new(values, [n, 3, r, r]), &self.device);
+        Ok((images, labels))
+    }
+
+    /// Labels for a class-conditional model (the originals', or 0..9 in turn) and, for
+    /// super-resolution, the originals brought down to the low resolution.
+    fn preview_conditioning(
+        &self,
+        n: usize,
+        originals: Option<&(Tensor<4>, Vec<i64>)>,
+    ) -> Conditioning {
+        let mut cond = Conditioning::none();
+        if self.unet_config.num_classes.is_some() {
+            let labels: Vec<i64> = match originals {
+                Some((_, l)) => l.clone(),
+                None => (0..n as i64).map(|i| i % 10).collect(),
+            };
+            cond.labels = Some(Tensor::<1, Int>::from_data(
+                TensorData::new(labels, [n]),
+                &self.device,
+            ));
+        }
+        if let Some((x, _)) = originals {
+            cond.low_res = self.low_res(x);
+        }
+        cond
+    }
+}
+
+/// Image i of every part in turn (rows of `parts.len()` images), for `n` equally sized images
+/// per part.
+fn interleave(parts: &[&[u8]], n: usize) -> Vec<u8> {
+    let per = parts[0].len() / n.max(1);
+    let mut rows = Vec::with_capacity(parts.len() * parts[0].len());
+    for i in 0..n {
+        for part in parts {
+            rows.extend_from_slice(&part[i * per..(i + 1) * per]);
+        }
+    }
+    rows
 }
 
 /// NHWC uint8 images of side `small` blown up to side `large` by pixel repetition.
