@@ -2,7 +2,10 @@
 //! run computed for the same images (cached under `~/.cache/iddpm/ref-stats`).
 
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
+use iddpm_checkpoint::FileDigest;
+use iddpm_data::list_image_files;
 use iddpm_eval::FeatureStats;
 use iddpm_eval::fid_inception::FidInception;
 
@@ -168,28 +171,38 @@ fn prune_cache(dir: &Path, keep: usize) {
     }
 }
 
-/// The cache entry of `path`: keyed by its canonical path, size and modification time, so an
-/// edited reference file is never matched with old features. A folder's time changes when
-/// images are added, removed or renamed, not when one is rewritten in place.
+/// The cache entry of `path`: named by digests of its canonical path and of its
+/// [`content_stamp`], so that features are reused only for the very same files.
 fn cache_path(path: &Path) -> Option<PathBuf> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
     let canonical = std::fs::canonicalize(path).ok()?;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in canonical.to_string_lossy().bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
+    let place = FileDigest::of(canonical.to_string_lossy().as_bytes()).fnv1a;
+    let state = FileDigest::of(content_stamp(path)?.as_bytes()).fnv1a;
     let home = std::env::var_os("HOME")?;
     Some(
         PathBuf::from(home)
             .join(".cache/iddpm/ref-stats")
-            .join(format!("{h:016x}-{}-{modified}.npz", meta.len())),
+            .join(format!("{place:016x}-{state:016x}.npz")),
     )
+}
+
+/// What changes whenever the reference's images do: `size:mtime` (nanoseconds) of a file, or one
+/// `name\0size:mtime` line per image of a folder, in listing order. A folder's own time would
+/// miss an image rewritten in place.
+fn content_stamp(path: &Path) -> Option<String> {
+    let stamp = |file: &Path| -> Option<String> {
+        let meta = std::fs::metadata(file).ok()?;
+        let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        Some(format!("{}:{}", meta.len(), modified.as_nanos()))
+    };
+    if !path.is_dir() {
+        return stamp(path);
+    }
+    let mut lines = String::new();
+    for file in list_image_files(path).ok()? {
+        let name = file.strip_prefix(path).unwrap_or(&file).to_string_lossy();
+        lines.push_str(&format!("{name}\0{}\n", stamp(&file)?));
+    }
+    Some(lines)
 }
 
 /// The `mu`/`sigma` of a statistics file: None when it has none, an error naming the file when
@@ -283,6 +296,34 @@ mod tests {
             message.contains("other.npz") && message.contains("arr_0"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_folder_gets_a_new_cache_entry_when_an_image_changes_in_place() {
+        let dir = scratch("stamp");
+        let then = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        let write = |name: &str, bytes: &[u8], at: std::time::SystemTime| {
+            std::fs::write(dir.join(name), bytes).unwrap();
+            let file = std::fs::File::options()
+                .append(true)
+                .open(dir.join(name))
+                .unwrap();
+            file.set_modified(at).unwrap();
+        };
+        write("a.png", b"one", then);
+        write("b.png", b"two", then);
+        let first = cache_path(&dir).unwrap();
+        assert_eq!(cache_path(&dir).unwrap(), first, "the key must be stable");
+        // Same name, same size, one second later: the folder's own time need not change.
+        write("b.png", b"2wo", then + std::time::Duration::from_secs(1));
+        let edited = cache_path(&dir).unwrap();
+        assert_ne!(edited, first);
+        write("c.png", b"three", then);
+        assert_ne!(cache_path(&dir).unwrap(), edited);
+        // Files that are not images do not count.
+        let with_images = cache_path(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        assert_eq!(cache_path(&dir).unwrap(), with_images);
     }
 
     #[test]
