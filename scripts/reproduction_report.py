@@ -189,7 +189,7 @@ def fid_plot(results, out_dir):
             series.append(f"{label}={path}:steps:fid")
     plot(os.path.join(out_dir, "fid_vs_steps.png"),
          "FID against sampling steps (Fashion-MNIST 32x32, 2,000 samples)",
-         "sampling steps", "FID", series, "--points")
+         "sampling steps", "FID (log scale)", series, "--points", "--log_y")
 
 
 def vlb_plot(results, out_dir):

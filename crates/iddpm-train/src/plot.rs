@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use image::RgbImage;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
@@ -157,6 +158,38 @@ pub fn tick_label(v: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A logarithmic axis over `range` with labels from [`log_ticks`].
+fn log_axis(range: Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
+    let (labelled, grid) = log_ticks(&range);
+    range
+        .log_scale()
+        .with_key_points(labelled)
+        .with_light_points(grid)
+}
+
+/// Labelled ticks and light grid lines of a log axis. Plotters labels powers of ten only, so a
+/// range within one decade (FIDs from 45 to 200, say) got one label or none; here the labels
+/// step down to 1-2-5 and then to every digit times a power of ten until there are at least
+/// three. The grid has a line at every digit times a power of ten.
+fn log_ticks(range: &Range<f64>) -> (Vec<f64>, Vec<f64>) {
+    const DIGITS: [f64; 9] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let ticks = |mantissas: &[f64]| -> Vec<f64> {
+        let first = range.start.log10().floor() as i32;
+        let last = range.end.log10().ceil() as i32;
+        (first..=last)
+            .flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k)))
+            .filter(|v| range.contains(v))
+            .collect()
+    };
+    let grid = ticks(&DIGITS);
+    let labelled = [&[1.0][..], &[1.0, 2.0, 5.0], &DIGITS]
+        .into_iter()
+        .map(ticks)
+        .find(|t| t.len() >= 3)
+        .unwrap_or_else(|| grid.clone());
+    (labelled, grid)
+}
+
 /// Draws `series` on `chart` into an RGB image.
 pub fn render_chart(chart: &Chart, series: &[Series]) -> Result<RgbImage> {
     register_font();
@@ -170,9 +203,9 @@ pub fn render_chart(chart: &Chart, series: &[Series]) -> Result<RgbImage> {
         root.fill(&WHITE).map_err(plot_error)?;
         match (chart.log_x, chart.log_y) {
             (false, false) => draw(&root, chart, &series, x, y),
-            (true, false) => draw(&root, chart, &series, x.log_scale(), y),
-            (false, true) => draw(&root, chart, &series, x, y.log_scale()),
-            (true, true) => draw(&root, chart, &series, x.log_scale(), y.log_scale()),
+            (true, false) => draw(&root, chart, &series, log_axis(x), y),
+            (false, true) => draw(&root, chart, &series, x, log_axis(y)),
+            (true, true) => draw(&root, chart, &series, log_axis(x), log_axis(y)),
         }?;
         root.present().map_err(plot_error)?;
     }
@@ -326,6 +359,24 @@ mod tests {
         ] {
             assert_eq!(tick_label(v), want, "{v}");
         }
+    }
+
+    #[test]
+    fn a_log_axis_within_one_decade_still_gets_several_labels() {
+        let round =
+            |v: Vec<f64>| -> Vec<f64> { v.iter().map(|x| (x * 1e6).round() / 1e6).collect() };
+        // Several decades: powers of ten.
+        assert_eq!(round(log_ticks(&(2.5..1500.0)).0), [10.0, 100.0, 1000.0]);
+        // FIDs from 43 to 207: 1-2-5.
+        assert_eq!(round(log_ticks(&(43.0..207.0)).0), [50.0, 100.0, 200.0]);
+        // A narrow range: every digit.
+        assert_eq!(round(log_ticks(&(0.24..0.46)).0), [0.3, 0.4]);
+        let (labelled, grid) = log_ticks(&(24.0..105.0));
+        assert_eq!(
+            round(labelled),
+            [30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+        );
+        assert_eq!(grid.len(), 8);
     }
 
     #[test]
