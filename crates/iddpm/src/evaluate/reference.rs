@@ -29,8 +29,11 @@ pub enum Reference {
     Images {
         /// The decoded images.
         batch: ImageBatch,
-        /// The file or folder they came from (the cache's key).
+        /// The file or folder they came from.
         path: PathBuf,
+        /// Where their features go: keyed by the files as they were read, so that a file
+        /// changed while the network runs is not stored under its new state.
+        cache: Option<PathBuf>,
     },
 }
 
@@ -53,7 +56,7 @@ impl Reference {
         if path.is_dir() {
             let batch = load_batch(path)?;
             let path = path.to_path_buf();
-            return Ok(Self::Images { batch, path });
+            return Ok(Self::Images { batch, path, cache });
         }
         let arrays = read_npz(path)?;
         if !arrays.iter().any(|(n, _)| n == "arr_0")
@@ -63,7 +66,7 @@ impl Reference {
         }
         let batch = batch_from_arrays(&arrays, path)?;
         let path = path.to_path_buf();
-        Ok(Self::Images { batch, path })
+        Ok(Self::Images { batch, path, cache })
     }
 
     /// The statistics, running `net` over images (and caching their features).
@@ -88,7 +91,9 @@ impl Reference {
                     count,
                 })
             }
-            Self::Images { batch, path } => image_stats(net, &batch, &path, batch_size, progress),
+            Self::Images { batch, path, cache } => {
+                image_stats(net, &batch, &path, cache.as_deref(), batch_size, progress)
+            }
         }
     }
 }
@@ -98,6 +103,7 @@ fn image_stats(
     net: &FidInception,
     batch: &ImageBatch,
     path: &Path,
+    cache: Option<&Path>,
     batch_size: usize,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<RefStats> {
@@ -106,8 +112,8 @@ fn image_stats(
     let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
     let stats = FeatureStats::from_features(&as64, n, FEATURES)
         .ok_or_else(|| Error::file(path, "too few images"))?;
-    if let Some(cache) = cache_path(path) {
-        write_cache(&cache, &stats, &features, n);
+    if let Some(cache) = cache {
+        write_cache(cache, &stats, &features, n);
     }
     Ok(RefStats {
         stats,
