@@ -176,6 +176,7 @@ ensure_model() {
   train_to_end "$arm"
   python3 scripts/compare_training.py "$RESULTS/$arm/progress.csv" "$dir/progress.csv" \
     "$dir/wall_seconds" | write_result "$RESULTS/$arm/retrain.json"
+  cp "$dir/progress.csv" "$RESULTS/$arm/retrain_progress.csv"
   commit "$arm trained again (its checkpoints stayed on another machine)"
 }
 
@@ -253,6 +254,11 @@ run_arm() {
     name=${v%%:*}
     read -ra flags <<<"${v#*:}"
     wants nll && nll "$arm" "$name" "${flags[@]}"
+    # A model trained again (see ensure_model) is not the one whose NLL was measured first, and
+    # its FID cells sample it: measure its own bound too, while it is here.
+    if wants nll && [ -f "$RESULTS/$arm/retrain.json" ] && [ -f "$(ema_path "$arm")" ]; then
+      nll "$arm" "${name}_again" "${flags[@]}"
+    fi
     wants fid || continue
     for steps in $(cells "$arm"); do
       # DDIM ignores Σ: one DDIM curve per model at most, with the first variant's flags.

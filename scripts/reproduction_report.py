@@ -36,6 +36,13 @@ def nll_cell(results, arm, variant):
     return f"{r['bpd']:.3f} ± {r['bpd_stderr']:.3f}"
 
 
+def nll_runs_cell(results, arm, variant):
+    """The NLL cell, with the second run's bound after it when the arm was trained again."""
+    again = load(results, arm, f"nll_{variant}_again.json")
+    first = nll_cell(results, arm, variant)
+    return first if again is None else f"{first} (second run {nll_cell(results, arm, variant + '_again')})"
+
+
 def fid_result(results, arm, variant, steps):
     return load(results, arm, f"fid_{variant}_{steps}.json")
 
@@ -91,10 +98,14 @@ def tables(results):
         "|---|---|---|---|",
     ]
     for label, arm, variant in OBJECTIVES:
-        out.append(
-            f"| {label} | {nll_cell(results, arm, variant)} | "
-            f"{fid_cell(results, arm, variant, T)} | {pr_cell(results, arm, variant, T)} |"
-        )
+        fid = f"{fid_cell(results, arm, variant, T)} | {pr_cell(results, arm, variant, T)}"
+        if load(results, arm, f"nll_{variant}_again.json") is None:
+            out.append(f"| {label} | {nll_cell(results, arm, variant)} | {fid} |")
+            continue
+        # Trained again on a new machine: the FID cells sampled the second model, so each
+        # run's row shows its own bound.
+        out.append(f"| {label}, first run | {nll_cell(results, arm, variant)} | not sampled | |")
+        out.append(f"| {label}, second run | {nll_cell(results, arm, variant + '_again')} | {fid} |")
     out += [
         "",
         "### Noise schedules (same T)",
@@ -107,7 +118,7 @@ def tables(results):
         if lin == "simple_linear" and not os.path.isdir(os.path.join(results, lin)):
             continue
         out.append(
-            f"| {label} | {nll_cell(results, lin, variant)} | {nll_cell(results, cos, variant)} | "
+            f"| {label} | {nll_runs_cell(results, lin, variant)} | {nll_runs_cell(results, cos, variant)} | "
             f"{fid_cell(results, lin, variant, T)} | {fid_cell(results, cos, variant, T)} |"
         )
     out += [
@@ -192,41 +203,56 @@ def fid_plot(results, out_dir):
          "sampling steps", "FID (log scale)", series, "--points", "--log_y")
 
 
+VLB_ARMS = [("loss-second-moment sampler", "vlb_cosine_is"),
+            ("uniform timesteps", "vlb_cosine_uniform")]
+
+
+def training_logs(results, arm):
+    """(run label, progress.csv) of each training run of an arm: the first, and the run that
+    trained it again on a new machine when there was one."""
+    runs = [("first run", "progress.csv"), ("second run", "retrain_progress.csv")]
+    return [(run, os.path.join(results, arm, name)) for run, name in runs
+            if os.path.exists(os.path.join(results, arm, name))]
+
+
 def vlb_plot(results, out_dir):
     series = []
-    for label, arm in [("L_vlb, loss-second-moment sampler", "vlb_cosine_is"),
-                       ("L_vlb, uniform timesteps", "vlb_cosine_uniform")]:
-        path = os.path.join(results, arm, "progress.csv")
-        if os.path.exists(path):
-            series.append(f"{label}={path}:step:loss")
+    for label, arm in VLB_ARMS:
+        for run, path in training_logs(results, arm):
+            series.append(f"L_vlb, {label}, {run}={path}:step:loss")
     plot(os.path.join(out_dir, "vlb_loss.png"),
          "L_vlb training loss (mean over each logging interval)",
          "training step", "L_vlb (bits per dimension)", series, "--log_y")
 
 
+def loss_noise(path):
+    """Mean logged loss over the second half of training, and the standard deviation of the
+    log-loss change from one log to the next there; None before two such changes exist."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    losses = [float(r["loss"]) for r in rows if r.get("loss")]
+    tail = losses[len(losses) // 2:]
+    diffs = [math.log(b) - math.log(a) for a, b in zip(tail, tail[1:]) if a > 0 and b > 0]
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    return sum(tail) / len(tail), sd
+
+
 def noise_table(results):
-    """Step-to-step variability of the logged L_vlb: std of log(loss) differences."""
+    """Step-to-step variability of the logged L_vlb, for every training run of both arms."""
     lines = []
-    for label, arm in [("loss-second-moment sampler", "vlb_cosine_is"),
-                       ("uniform timesteps", "vlb_cosine_uniform")]:
-        path = os.path.join(results, arm, "progress.csv")
-        if not os.path.exists(path):
-            lines.append(f"| {label} | pending | pending |")
-            continue
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        losses = [float(r["loss"]) for r in rows if r.get("loss")]
-        tail = losses[len(losses) // 2:]
-        diffs = [math.log(b) - math.log(a) for a, b in zip(tail, tail[1:]) if a > 0 and b > 0]
-        if len(diffs) < 2:
-            lines.append(f"| {label} | pending | pending |")
-            continue
-        mean = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-        lines.append(f"| {label} | {sum(tail) / len(tail):.4f} | {sd:.3f} |")
+    for label, arm in VLB_ARMS:
+        logs = training_logs(results, arm) or [("first run", None)]
+        for run, path in logs:
+            noise = loss_noise(path) if path else None
+            cells = ("pending", "pending") if noise is None else (f"{noise[0]:.4f}", f"{noise[1]:.3f}")
+            lines.append(f"| {label} | {run} | {cells[0]} | {cells[1]} |")
     return ("\n### L_vlb gradient noise\n\n"
-            "| timestep sampling | mean logged L_vlb, second half | s.d. of log-loss change between logs |\n"
-            "|---|---|---|\n" + "\n".join(lines) + "\n")
+            "| timestep sampling | training run | mean logged L_vlb, second half "
+            "| s.d. of log-loss change between logs |\n"
+            "|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def pictures(out_dir, report):
