@@ -140,7 +140,8 @@ count_killed_sampling() {
   local dir=$1 began last
   [ -f "$dir/segment_started" ] || return 0
   began=$(cat "$dir/segment_started")
-  last=$(stat -c %Y "$dir"/.batches-*/batch_*.npy 2>/dev/null | sort -n | tail -1)
+  # No batch kept is no error (stat fails, and pipefail with set -e would end the study).
+  last=$(stat -c %Y "$dir"/.batches-*/batch_*.npy 2>/dev/null | sort -n | tail -1 || true)
   last=${last:-$began}
   echo $((last > began ? last - began : 0)) >>"$dir/killed_seconds"
   rm -f "$dir/segment_started"
