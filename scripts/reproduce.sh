@@ -255,17 +255,18 @@ run_arm() {
     name=${v%%:*}
     read -ra flags <<<"${v#*:}"
     wants nll && nll "$arm" "$name" "${flags[@]}"
-    # A model trained again (see ensure_model) is not the one whose NLL was measured first, and
-    # its FID cells sample it: measure its own bound too, while it is here.
+    if wants fid; then
+      for steps in $(cells "$arm"); do
+        # DDIM ignores Σ: one DDIM curve per model at most, with the first variant's flags.
+        [[ $steps == ddim* && $v != "$first" ]] && continue
+        fid "$arm" "$name" "$steps" "${flags[@]}"
+      done
+    fi
+    # A model trained again (ensure_model, called by a pending cell above) is not the one whose
+    # NLL was measured first, and the FID cells sampled it: measure its own bound too.
     if wants nll && [ -f "$RESULTS/$arm/retrain.json" ] && [ -f "$(ema_path "$arm")" ]; then
       nll "$arm" "${name}_again" "${flags[@]}"
     fi
-    wants fid || continue
-    for steps in $(cells "$arm"); do
-      # DDIM ignores Σ: one DDIM curve per model at most, with the first variant's flags.
-      [[ $steps == ddim* && $v != "$first" ]] && continue
-      fid "$arm" "$name" "$steps" "${flags[@]}"
-    done
   done
 }
 
