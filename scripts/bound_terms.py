@@ -21,6 +21,8 @@ import subprocess
 import sys
 import zipfile
 
+from reproduction_report import plot
+
 IDDPM = os.environ.get("IDDPM", "target/release/iddpm")
 WORK = os.environ.get("REPRO_WORK", "runs/reproduction")
 OUT = "docs/reproduction"
@@ -71,14 +73,6 @@ def measure(name, checkpoint, flags, images):
     return summary, terms
 
 
-def plot(output, title, y_label, series, *flags):
-    args = ["--output", output, "--title", title, "--x_label", "timestep t", "--y_label",
-            y_label, *flags]
-    for s in series:
-        args += ["--series", s]
-    subprocess.run([IDDPM, "plot", *args], check=True)
-
-
 def write_terms(name, terms, reference):
     """One model's terms as CSV, its x_0 error also as a ratio to the reference model's."""
     path = f"{OUT}/bound_terms_{name}.csv"
@@ -103,10 +97,10 @@ def main():
         vb_series.append(f"{label}={path}:t:vb_bits_per_dim")
         ratio_series.append(f"{label}={path}:t:xstart_mse_ratio")
     plot(f"{OUT}/bound_terms.png", f"Bound term L_t per timestep ({images} test images)",
-         "L_t (bits per dimension, log scale)", vb_series, "--log_y")
+         "timestep t", "L_t (bits per dimension, log scale)", vb_series, "--log_y")
     plot(f"{OUT}/xstart_error_ratio.png",
          f"Error of the predicted x_0 relative to L_hybrid's ({images} test images)",
-         "x_0 mean squared error / L_hybrid's", ratio_series)
+         "timestep t", "x_0 mean squared error / L_hybrid's", ratio_series)
     with open(f"{OUT}/bound_terms.json", "w") as f:
         json.dump({name: m[0] for name, m in measured.items()}, f, indent=1)
         f.write("\n")
