@@ -56,9 +56,15 @@ def fid_cell(results, arm, variant, steps):
     return f"{r['fid']:.2f}" if sd is None else f"{r['fid']:.2f} ± {sd:.2f}"
 
 
+def fraction(x):
+    """Three decimals, or enough to show the first digit of a small nonzero fraction."""
+    places = 3 if x == 0 or x >= 0.0005 else -math.floor(math.log10(x))
+    return f"{x:.{places}f}"
+
+
 def pr_cell(results, arm, variant, steps):
     r = fid_result(results, arm, variant, steps)
-    return "pending" if r is None else f"{r['precision']:.3f} / {r['recall']:.3f}"
+    return "pending" if r is None else f"{fraction(r['precision'])} / {fraction(r['recall'])}"
 
 
 OBJECTIVES = [
