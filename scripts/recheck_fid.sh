@@ -8,7 +8,8 @@
 #
 # Writes docs/reproduction/results/hybrid_cosine/fid_learned_<STEPS>_recheck.json. When the
 # recheck's FID equals the cell's (to 1e-6 relative), the cell's result gains its `fid_std`,
-# with `fid_std_from` naming the recheck; otherwise it stops and prints both. Samples are kept
+# with `fid_std_from` naming the recheck; otherwise it stops and prints both. `grid_identical`
+# says whether the first 64 samples' grid equals the cell's byte for byte. Samples are kept
 # in runs/recheck/ and not drawn again when the script runs again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,11 +50,16 @@ recheck() {
       --output "$dir/eval.json"
     echo $((SECONDS - start)) >"$dir/eval_seconds"
   fi
-  python3 - "$dir" "$cell" "$out" <<'EOF'
+  # Same model, seed and flags should give the same samples: compare the first 64 as a grid.
+  "$IDDPM" npz2png "$dir"/samples_*.npz --grid "$dir/grid64.png" --max_images 64 >/dev/null
+  local same_grid=false
+  cmp -s "$dir/grid64.png" "$RESULTS/samples_learned_$steps.png" && same_grid=true
+  python3 - "$dir" "$cell" "$out" "$same_grid" <<'EOF'
 import json, os, sys
 
-dir, cell_path, out_path = sys.argv[1:]
+dir, cell_path, out_path, same_grid = sys.argv[1:]
 recheck = json.load(open(os.path.join(dir, "eval.json")))
+recheck["grid_identical"] = same_grid == "true"
 for name in ("sampling_seconds", "eval_seconds"):
     path = os.path.join(dir, name)
     if os.path.exists(path):
