@@ -35,6 +35,8 @@ fi
 recheck() {
   local steps=$1 dir=runs/recheck/hybrid_cosine_$1 cell=$RESULTS/fid_learned_$1.json
   local out=$RESULTS/fid_learned_$1_recheck.json respacing=$1
+  # Only ancestral cells: a DDIM cell ("ddim25") would need --use_ddim, which this does not pass.
+  [[ $steps =~ ^[0-9]+$ ]] || { echo "$steps: not a number of ancestral steps" >&2; exit 2; }
   [ -f "$cell" ] || { echo "$cell not found: no such cell" >&2; exit 1; }
   [ "$steps" = "$T" ] && respacing=""
   mkdir -p "$dir"
