@@ -9,7 +9,8 @@
 #
 # Steps:
 #   1. `iddpm check_device`: model A's forward pass, diffusion A's training losses,
-#      p_mean_variance and DDIM loop against the reference vectors (the bundle carries them;
+#      p_mean_variance and DDIM loop, and one training step's gradients, AdamW update and EMA
+#      (train_step_a, when the bundle carries it) against the reference vectors (the bundle carries them;
 #      else $IDDPM_REFERENCE_DIR or ../shared/reference).
 #   2. 200 steps of the README's demo (100 in a dry run); the mean loss of the last 10 (25)
 #      steps must be under half that of the first 10 (25).
@@ -137,9 +138,9 @@ note() { checks+=("| $1 | $2 | $3 |"); [ "$2" = pass ] || failed=1; }
 # ---- 1. parity on the device ---------------------------------------------------------------
 if "$iddpm" check_device --reference_dir "$reference" --device "$device" > "$work/check_device.log" 2>&1; then
   worst=$(grep -o '[0-9.]*% of tolerance' "$work/check_device.log" | sort -n | tail -1)
-  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM)" pass "worst value at $worst"
+  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM, train step)" pass "worst value at $worst"
 else
-  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM)" FAIL "$(grep -m1 -i 'fail\|error' "$work/check_device.log")"
+  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM, train step)" FAIL "$(grep -m1 -i 'fail\|error' "$work/check_device.log")"
 fi
 
 # ---- 2. the demo trains --------------------------------------------------------------------

@@ -265,7 +265,7 @@ pub fn adamw_update(
 
 /// One fused EMA update `ema·rate + θ·(1 − rate)` in place; `false` (nothing touched) when
 /// the tensors are not [`fusable`].
-pub fn ema_update(rate: f32, ema: &mut Tensor<1>, param: &Tensor<1>) -> bool {
+pub fn ema_update(rate: f64, ema: &mut Tensor<1>, param: &Tensor<1>) -> bool {
     if !fusable(&[ema, param]) {
         return false;
     }

@@ -45,10 +45,17 @@ pub fn adamw_update(s: &AdamWStep, param: &mut [f32], grad: &[f32], m: &mut [f32
         });
 }
 
-/// In place: `ema ← ema·rate + θ·(1 − rate)`.
-pub fn ema_update(rate: f32, ema: &mut [f32], param: &[f32]) {
+/// The two f32 factors of an EMA update at `rate`, rounded as PyTorch rounds the reference's
+/// `ema.mul_(rate).add_(θ, alpha=1 − rate)`: `1 − rate` is taken in f64, then each factor is
+/// rounded to f32. (`1 − (rate as f32)` differs: 1.66e-5 relative at rate 0.9999.)
+pub fn ema_factors(rate: f64) -> (f32, f32) {
+    (rate as f32, (1.0 - rate) as f32)
+}
+
+/// In place: `ema ← ema·rate + θ·(1 − rate)`, with the factors of [`ema_factors`].
+pub fn ema_update(rate: f64, ema: &mut [f32], param: &[f32]) {
     assert_eq!(ema.len(), param.len());
-    let keep = 1.0 - rate;
+    let (rate, keep) = ema_factors(rate);
     ema.par_chunks_mut(CHUNK)
         .zip(param.par_chunks(CHUNK))
         .for_each(|(e, p)| {

@@ -243,7 +243,11 @@ fn fused_adamw_and_ema_equal_the_tensor_ops_bit_for_bit() {
     assert_eq!(values(p.clone()), values(p_ops), "parameters");
     assert_eq!(values(m2), values(m_ops), "first moments");
     assert_eq!(values(v2), values(v_ops), "second moments");
-    let ema_ops = param.clone().mul_scalar(0.9999f32) + p.clone().mul_scalar(1.0 - 0.9999f32);
+    let (rate, keep) = iddpm_kernels::optim::ema_factors(0.9999);
+    // PyTorch's alpha = 1 − rate is taken in f64 before rounding (README §11 of the reference).
+    assert_eq!(keep, 1e-4f32);
+    assert_ne!(keep, 1.0 - 0.9999f32);
+    let ema_ops = param.clone().mul_scalar(rate) + p.clone().mul_scalar(keep);
     let mut ema = param;
     assert!(ops::ema_update(0.9999, &mut ema, &p), "fusable");
     assert_eq!(values(ema), values(ema_ops), "EMA");

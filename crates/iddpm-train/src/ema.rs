@@ -18,11 +18,11 @@ impl Ema {
 
     /// Moves the average towards `current` (same order and shapes).
     pub fn update(&mut self, current: &[Tensor<1>]) {
-        let r = self.rate as f32;
+        let (r, keep) = iddpm_kernels::optim::ema_factors(self.rate);
         for ((_, ema), p) in self.params.iter_mut().zip(current) {
             // One pass on the CPU, the same f32 operations as the tensor ops otherwise.
-            if !iddpm_kernels::ops::ema_update(r, ema, p) {
-                *ema = ema.clone().mul_scalar(r) + p.clone().mul_scalar(1.0 - r);
+            if !iddpm_kernels::ops::ema_update(self.rate, ema, p) {
+                *ema = ema.clone().mul_scalar(r) + p.clone().mul_scalar(keep);
             }
         }
     }

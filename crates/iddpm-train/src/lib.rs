@@ -20,6 +20,6 @@ pub use ema::Ema;
 pub use error::{Result, TrainError};
 pub use logger::Logger;
 pub use trainer::{
-    LoopSummary, SamplerKind, StepReport, TrainEvent, TrainOptions, Trainer, for_each_param,
-    parse_resume_step,
+    LoopSummary, SamplerKind, StepGradients, StepInputs, StepReport, TrainEvent, TrainOptions,
+    Trainer, for_each_param, parse_resume_step,
 };

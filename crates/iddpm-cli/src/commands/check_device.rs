@@ -1,5 +1,6 @@
 //! `iddpm check_device`: replays the reference vectors on a device (model A's forward pass,
-//! diffusion A's training losses, p_mean_variance and DDIM loop) and compares.
+//! diffusion A's training losses, p_mean_variance and DDIM loop, and the recorded training
+//! step's gradients, AdamW update and EMA where its vectors are there) and compares.
 
 use std::path::PathBuf;
 

@@ -1,21 +1,18 @@
 //! The training loop (the reference's `TrainLoop`): batches, microbatches, importance
 //! sampling, AdamW, EMAs, logs, previews and resumable checkpoints.
 
-use std::ops::Range;
-
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use iddpm_data::{Batch, BatchLoader, Dataset, batch_ranges};
+use burn::tensor::{Device, Tensor, TensorData};
+use iddpm_data::{BatchLoader, Dataset};
 use iddpm_diffusion::{
-    Conditioning, DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler,
-    ScheduleSampler, UniformSampler, splitmix64_mix,
+    DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler, ScheduleSampler,
+    UniformSampler, splitmix64_mix,
 };
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::{ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, param_names};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::adamw::AdamW;
 use crate::distributed::ProcessGroup;
@@ -24,17 +21,19 @@ use crate::error::{Result, TrainError};
 use crate::logger::Logger;
 
 mod checkpoints;
+mod forward_backward;
 mod loss_scaler;
 mod manifest;
+mod optimize;
 mod options;
 mod preview;
 mod run_loop;
 mod step_parts;
 
 use loss_scaler::LossScaler;
-use step_parts::{Examples, StepAccumulator, global_norm};
 
 pub use checkpoints::parse_resume_step;
+pub use forward_backward::{StepGradients, StepInputs};
 pub use options::{INITIAL_LG_LOSS_SCALE, SamplerKind, StepReport, TrainOptions};
 pub use run_loop::{LoopSummary, TrainEvent};
 
@@ -363,250 +362,20 @@ impl<'d> Trainer<'d> {
     /// the next global batch, with gradients summed over all processes). As the reference's
     /// `run_step`: forward and backward passes, the update, the step's logs.
     pub fn run_step(&mut self) -> Result<StepReport> {
-        let (loss, mut grads) = self.forward_backward()?;
-        let lr = self.current_lr();
-        let grad_norm = self.optimize(&mut grads, lr);
-        self.step += 1;
-        self.loss_points.push((self.step as f64, loss));
-        self.log_step_counts(self.opts.batch_size * self.group.world_size(), lr);
-        let lg_loss_scale = match grad_norm {
-            Some(_) => self.scaler.grow(),
-            None => Some(self.scaler.lg_scale()),
-        };
-        Ok(StepReport {
-            step: self.step,
-            loss,
-            grad_norm: grad_norm.unwrap_or(0.0),
-            skipped: grad_norm.is_none(),
-            lg_loss_scale,
-        })
+        let inputs = self.next_inputs()?;
+        let gradients = self.forward_backward(&inputs)?;
+        Ok(self.optimize(gradients))
     }
 
-    /// Loss and gradients of this process's part of the next batch, microbatch by microbatch;
-    /// the gradients are summed over processes, the losses shared and logged. Returns the
-    /// batch's mean loss and each parameter's gradient (`None` where it has none).
-    fn forward_backward(&mut self) -> Result<(f64, Vec<Option<Tensor<1>>>)> {
-        let b = self.opts.batch_size;
-        let first = self.group.rank() * b;
-        let batch = self.loader.next_batch_part(first..first + b)?;
-        let examples = self.draw_examples(first, b, 3 * batch.resolution * batch.resolution);
-        let micro = match self.opts.microbatch {
-            0 => b,
-            m => m,
-        };
-        let mut acc = StepAccumulator::default();
-        for part in batch_ranges(b, micro) {
-            self.microbatch_backward(&batch, &examples, first, part, &mut acc)?;
+    /// Channels of the images trained on (the super-resolution network also takes the
+    /// upsampled low-resolution image).
+    fn image_channels(&self) -> usize {
+        let inputs = self.unet_config.in_channels;
+        if self.opts.small_size.is_some() {
+            inputs / 2
+        } else {
+            inputs
         }
-        let loss = self.share_losses(b, &examples.timesteps, &acc.raw_loss, &acc.terms)?;
-        if self.group.world_size() > 1 {
-            self.all_reduce_gradients(&mut acc.grads)?;
-        }
-        Ok((loss, acc.grads))
-    }
-
-    /// Forward and backward pass of the examples `part` of this process's batch, whose first
-    /// example is number `first` of the global batch; adds gradients and losses to `acc`.
-    fn microbatch_backward(
-        &mut self,
-        batch: &Batch,
-        examples: &Examples,
-        first: usize,
-        part: Range<usize>,
-        acc: &mut StepAccumulator,
-    ) -> Result<()> {
-        let (start, m, r) = (part.start, part.len(), batch.resolution);
-        let chw = 3 * r * r;
-        let pixels = start * chw..part.end * chw;
-        let x = Tensor::<4>::from_data(
-            TensorData::new(batch.images[pixels.clone()].to_vec(), [m, 3, r, r]),
-            &self.train_device,
-        );
-        let eps = Tensor::<4>::from_data(
-            TensorData::new(examples.noise[pixels].to_vec(), [m, 3, r, r]),
-            &self.train_device,
-        );
-        // Dropout draws its masks from the device's generator: reseeding it from the step
-        // and the example's global index makes them reproducible, so a resumed run
-        // replays them exactly, whatever the split into processes.
-        let offset = (first + start) as u64;
-        self.train_device
-            .seed(dropout_seed(self.opts.seed, self.step, offset));
-        let cond = self.conditioning(batch, part.clone(), &x)?;
-        let t = &examples.timesteps[part.clone()];
-        let losses = self
-            .diffusion
-            .training_losses(&self.model, x, t, eps, &cond)?;
-        let w = &examples.weights[part];
-        acc.add_losses(&losses, w);
-        let wt = Tensor::<1>::from_data(TensorData::new(w.to_vec(), [m]), &self.train_device);
-        // Scaled so that the gradients summed over microbatches and processes are the
-        // global batch's mean (times the loss scale of mixed precision, undone in `optimize`).
-        let global_b = self.opts.batch_size * self.group.world_size();
-        let loss = (losses.loss * wt)
-            .mean()
-            .mul_scalar((m as f64 / global_b as f64 * self.scaler.scale()) as f32);
-        acc.add_gradients(&mut self.model, loss.backward());
-        Ok(())
-    }
-
-    /// The labels (for a class-conditional model; an unconditional one ignores the data's)
-    /// and low-resolution images of the examples `part` of `batch`, whose images are `x`.
-    /// Missing or out-of-range labels are errors.
-    fn conditioning(
-        &self,
-        batch: &Batch,
-        part: Range<usize>,
-        x: &Tensor<4>,
-    ) -> Result<Conditioning> {
-        let labels = batch
-            .labels
-            .as_ref()
-            .filter(|_| self.model.is_class_conditional())
-            .map(|l| &l[part.clone()]);
-        let low_res = self.low_res(x);
-        self.model.check_conditioning(labels, low_res.is_some())?;
-        Ok(Conditioning {
-            labels: labels.map(|l| {
-                Tensor::<1, Int>::from_data(
-                    TensorData::new(l.to_vec(), [part.len()]),
-                    &self.train_device,
-                )
-            }),
-            low_res,
-        })
-    }
-
-    /// Applies the gradients with learning rate `lr` (and updates the EMAs); returns their
-    /// global norm, or `None` when mixed precision found them overflowed and skipped the step.
-    fn optimize(&mut self, grads: &mut [Option<Tensor<1>>], lr: f64) -> Option<f64> {
-        let scaled_norm = global_norm(grads);
-        if self.scaler.enabled() {
-            self.logger.log("lg_loss_scale", self.scaler.lg_scale());
-        }
-        if !self.scaler.accept(scaled_norm) {
-            return None;
-        }
-        self.scaler.unscale(grads);
-        let grad_norm = scaled_norm / self.scaler.scale();
-        self.apply_gradients(grads, lr);
-        self.logger.log_mean("grad_norm", grad_norm);
-        Some(grad_norm)
-    }
-
-    /// Each of this process's examples' timestep, importance weight and noise, drawn from a
-    /// generator keyed by the example's index in the global batch.
-    fn draw_examples(&self, first: usize, b: usize, chw: usize) -> Examples {
-        let distribution = self.sampler.get().distribution();
-        let mut examples = Examples {
-            timesteps: Vec::with_capacity(b),
-            weights: Vec::with_capacity(b),
-            noise: Vec::with_capacity(b * chw),
-        };
-        for i in 0..b {
-            let mut rng = example_rng(self.opts.seed, self.step, (first + i) as u64);
-            let (t, w) = distribution.draw(&mut rng);
-            examples.timesteps.push(t);
-            examples.weights.push(w);
-            let noise = (0..chw).map(|_| -> f32 { StandardNormal.sample(&mut rng) });
-            examples.noise.extend(noise);
-        }
-        examples
-    }
-
-    /// Shares every example's timestep and losses with all processes (in global order), feeds
-    /// the loss-aware sampler, logs the terms and their quartiles; returns the batch's loss.
-    fn share_losses(
-        &mut self,
-        b: usize,
-        ts: &[usize],
-        raw_loss: &[f32],
-        terms: &[(&'static str, Vec<f32>)],
-    ) -> Result<f64> {
-        // Every process sees every example's timestep and losses, in global order.
-        let mut local = Vec::with_capacity(b * (2 + terms.len()));
-        local.extend(ts.iter().map(|&t| t as f32));
-        local.extend(raw_loss);
-        for (_, values) in terms {
-            local.extend(values);
-        }
-        let all = self.group.all_gather(&local)?;
-        let per_rank = local.len();
-        let column = |k: usize| -> Vec<f32> {
-            all.chunks(per_rank)
-                .flat_map(|c| c[k * b..(k + 1) * b].to_vec())
-                .collect()
-        };
-        let all_t: Vec<usize> = column(0).iter().map(|&t| t as usize).collect();
-        if let TimestepSampler::LossSecondMoment(s) = &mut self.sampler {
-            let all_loss: Vec<f64> = column(1).iter().map(|&v| f64::from(v)).collect();
-            s.update_with_all_losses(&all_t, &all_loss);
-        }
-        let t_total = self.diffusion.num_timesteps();
-        let mut loss = 0.0;
-        for (k, (key, _)) in terms.iter().enumerate() {
-            let values: Vec<f64> = column(2 + k).iter().map(|&v| f64::from(v)).collect();
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            if *key == "loss" {
-                loss = mean;
-            }
-            self.logger.log_mean(key, mean);
-            for (&ti, &v) in all_t.iter().zip(&values) {
-                let quartile = 4 * ti / t_total;
-                self.logger.log_mean(&format!("{key}_q{quartile}"), v);
-            }
-        }
-        Ok(loss)
-    }
-
-    /// One AdamW update of every parameter with the accumulated gradients, then the EMAs.
-    fn apply_gradients(&mut self, acc: &mut [Option<Tensor<1>>], lr: f64) {
-        self.opt.begin_step();
-        let opt = &mut self.opt;
-        let mut new_flats = Vec::with_capacity(acc.len());
-        for_each_param(&mut self.model, |i, name, p| {
-            let current = p.flat();
-            let updated = match acc[i].take() {
-                Some(g) => opt.update(name, current, g, lr),
-                None => current,
-            };
-            p.set_flat(updated.clone());
-            new_flats.push(updated);
-        });
-        for ema in &mut self.emas {
-            ema.update(&new_flats);
-        }
-    }
-
-    /// Sums the accumulated gradients over all processes (one host round trip).
-    fn all_reduce_gradients(&mut self, acc: &mut [Option<Tensor<1>>]) -> Result<()> {
-        let present: Vec<usize> = (0..acc.len()).filter(|&i| acc[i].is_some()).collect();
-        if present.is_empty() {
-            return Ok(());
-        }
-        let sizes: Vec<usize> = present
-            .iter()
-            .map(|&i| acc[i].as_ref().expect("present").dims()[0])
-            .collect();
-        let flat = Tensor::cat(
-            present
-                .iter()
-                .map(|&i| acc[i].take().expect("present"))
-                .collect(),
-            0,
-        );
-        let device = flat.device();
-        // Moved, not cloned: a tensor held once can hand its buffer over without a copy.
-        let mut host = to_f32_vec(flat);
-        self.group.all_reduce_sum(&mut host)?;
-        let len = host.len();
-        let summed = Tensor::<1>::from_data(TensorData::new(host, [len]), &device);
-        let mut offset = 0;
-        for (&i, &n) in present.iter().zip(&sizes) {
-            acc[i] = Some(summed.clone().narrow(0, offset, n));
-            offset += n;
-        }
-        Ok(())
     }
 
     fn log_step_counts(&mut self, batch: usize, lr: f64) {

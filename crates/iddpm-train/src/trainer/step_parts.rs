@@ -1,5 +1,4 @@
-//! What one training step gathers: the examples it draws, and the losses and gradients its
-//! microbatches add up.
+//! What one training step adds up over its microbatches: losses, gradients and the objective.
 
 use burn::tensor::{Gradients, Tensor};
 use iddpm_diffusion::TrainingLosses;
@@ -8,44 +7,31 @@ use iddpm_nn::UNetModel;
 
 use super::for_each_param;
 
-/// This process's examples of one step: timestep, importance weight and forward-process noise.
-pub(crate) struct Examples {
-    /// Timestep of each example.
-    pub(crate) timesteps: Vec<usize>,
-    /// Importance weight of each example (1 for uniform sampling).
-    pub(crate) weights: Vec<f32>,
-    /// The noise ε of each example, `[b, 3, r, r]` flattened.
-    pub(crate) noise: Vec<f32>,
-}
-
 /// The sums over a step's microbatches.
 #[derive(Default)]
 pub(crate) struct StepAccumulator {
     /// Each parameter's gradient, summed (`None` until one arrives).
     pub(crate) grads: Vec<Option<Tensor<1>>>,
-    /// Every example's unweighted loss, in batch order.
-    pub(crate) raw_loss: Vec<f32>,
-    /// Every example's logged terms, weighted as the reference logs them.
+    /// Every example's loss terms, unweighted, in batch order (`loss` first).
     pub(crate) terms: Vec<(&'static str, Vec<f32>)>,
+    /// The microbatches' shares of the weighted mean loss, added up.
+    pub(crate) objective: f64,
 }
 
 impl StepAccumulator {
-    /// Records one microbatch's per-example losses, with importance weights `w`.
-    pub(crate) fn add_losses(&mut self, losses: &TrainingLosses, w: &[f32]) {
-        let loss_values = to_f32_vec(losses.loss.clone().inner());
-        self.raw_loss.extend(loss_values.iter().copied());
-        let mut logged = vec![("loss", loss_values)];
+    /// Records one microbatch's per-example losses.
+    pub(crate) fn add_losses(&mut self, losses: &TrainingLosses) {
+        let mut terms = vec![("loss", to_f32_vec(losses.loss.clone().inner()))];
         if let Some(mse) = &losses.mse {
-            logged.push(("mse", to_f32_vec(mse.clone().inner())));
+            terms.push(("mse", to_f32_vec(mse.clone().inner())));
         }
         if let Some(vb) = &losses.vb {
-            logged.push(("vb", to_f32_vec(vb.clone().inner())));
+            terms.push(("vb", to_f32_vec(vb.clone().inner())));
         }
-        for (key, values) in logged {
-            let weighted = values.iter().zip(w).map(|(v, w)| v * w);
+        for (key, values) in terms {
             match self.terms.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, all)) => all.extend(weighted),
-                None => self.terms.push((key, weighted.collect())),
+                Some((_, all)) => all.extend(values),
+                None => self.terms.push((key, values)),
             }
         }
     }

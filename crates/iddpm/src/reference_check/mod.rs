@@ -1,12 +1,13 @@
-//! Checking that a device computes what the reference computes: model A's forward pass and
-//! diffusion A's training losses, `p_mean_variance` and DDIM loop, replayed on the device from
-//! the reference vectors (`shared/reference`, see its README) with their recorded noise.
+//! Checking that a device computes what the reference computes: model A's forward pass,
+//! diffusion A's training losses, `p_mean_variance` and DDIM loop, and a recorded training
+//! step (gradients, AdamW, EMA), replayed on the device from the reference vectors (`shared/reference`, see its README) with their recorded noise.
 //!
 //! The parity test suite checks everything the vectors pin down on the CPU. This is the part
 //! of it a user, or a GPU machine without the test suite, runs through `iddpm check_device`.
 
 mod compare;
 mod spec;
+mod train_step;
 mod vectors;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use crate::{Error, Result};
 
 pub use compare::{CheckGroup, Tolerance};
 pub use spec::spec_from_reference;
+pub use train_step::{check_train_step, train_step_ids};
 pub use vectors::VectorFile;
 
 /// How many times looser than the CPU's parity tolerances a device's comparisons are.
@@ -58,12 +60,17 @@ pub fn check_device(dir: &Path, device: &Device, scale: f64) -> Result<Vec<Check
     let vectors = VectorFile::open(dir, "diffusion_a.safetensors")?;
     let sampling: Value = read_json(dir, "diffusion_a.json")?;
     let ddim = &sampling["ddim"];
-    Ok(vec![
+    let mut groups = vec![
         case.forward(&forward)?,
         case.training_losses(&vectors)?,
         case.p_mean_variance(&vectors)?,
         case.ddim(&vectors, ddim, &spec.diffusion)?,
-    ])
+    ];
+    // A training step's gradients, AdamW update and EMA, where the vectors are there.
+    for id in train_step_ids(dir) {
+        groups.extend(check_train_step(dir, &id, device, scale)?);
+    }
+    Ok(groups)
 }
 
 /// Reads `dir/file` as JSON; errors name the file.

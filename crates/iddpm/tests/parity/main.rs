@@ -9,6 +9,7 @@ mod reference;
 mod groups_core;
 mod groups_eval;
 mod groups_model;
+mod groups_train;
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -60,7 +60,11 @@ pub trait Finish {
 
 impl Finish for Group {
     fn finish(self) -> Vec<String> {
-        println!("parity group {}", self.summary());
+        println!(
+            "parity group {}; worst error {:.3} of its tolerance",
+            self.summary(),
+            self.worst_fraction
+        );
         self.failures()
     }
 }
