@@ -192,7 +192,13 @@ mod tests {
 /// How the reverse process is run: the sampling flags of `sample` and `super_res_sample`.
 #[derive(Args, Debug, Clone)]
 pub struct SamplerFlags {
-    /// Sample with DDIM instead of the ancestral sampler.
+    /// The solver: ancestral, ddim, dpm++2m, dpm++3m, sde-dpm++2m or unipc (each takes one
+    /// network evaluation per step of --timestep_respacing). Default: ancestral, or ddim with
+    /// --use_ddim True.
+    #[arg(long = "sampler")]
+    pub sampler: Option<String>,
+    /// Sample with DDIM instead of the ancestral sampler (the reference's flag; the same as
+    /// --sampler ddim).
     #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
     pub use_ddim: bool,
     /// DDIM noise level η (0: deterministic).
@@ -201,16 +207,37 @@ pub struct SamplerFlags {
     /// Clamp predicted x_0 to [-1, 1] at every step.
     #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
     pub clip_denoised: bool,
+    /// Imagen's dynamic thresholding of predicted x_0 instead of the clamp: per image, the
+    /// threshold is this quantile of |x_0| (e.g. 0.995), at least 1 and at most
+    /// --threshold_max.
+    #[arg(long = "dynamic_threshold", alias = "dynamic-threshold")]
+    pub dynamic_threshold: Option<f64>,
+    /// The largest dynamic threshold (diffusers' sample_max_value).
+    #[arg(long = "threshold_max", alias = "threshold-max", default_value_t = 1.0)]
+    pub threshold_max: f64,
 }
 
 impl SamplerFlags {
     /// The sampler these flags ask for.
-    pub fn sampler(&self) -> iddpm::diffusion::Sampler {
-        if self.use_ddim {
-            iddpm::diffusion::Sampler::Ddim { eta: self.eta }
-        } else {
-            iddpm::diffusion::Sampler::Ancestral
-        }
+    pub fn sampler(&self) -> anyhow::Result<iddpm::diffusion::Sampler> {
+        use iddpm::diffusion::Sampler;
+        let sampler = match (&self.sampler, self.use_ddim) {
+            (Some(name), true) if name != "ddim" => anyhow::bail!(
+                "--use_ddim True asks for DDIM but --sampler asks for {name}: give one of them"
+            ),
+            (Some(name), _) => Sampler::named(name)?,
+            (None, true) => Sampler::ddim(self.eta),
+            (None, false) => Sampler::ANCESTRAL,
+        };
+        Ok(sampler.with_eta(self.eta))
+    }
+
+    /// The dynamic thresholding these flags ask for, if any.
+    pub fn threshold(&self) -> anyhow::Result<Option<iddpm::diffusion::DynamicThreshold>> {
+        self.dynamic_threshold
+            .map(|ratio| iddpm::diffusion::DynamicThreshold::new(ratio, self.threshold_max))
+            .transpose()
+            .map_err(Into::into)
     }
 }
 

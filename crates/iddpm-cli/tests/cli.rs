@@ -129,6 +129,42 @@ fn ddim_samples_through_the_cli_match_the_reference() {
 }
 
 #[test]
+fn every_registered_sampler_runs_through_the_cli() {
+    let model = reference_dir().join("model_a.pt");
+    for name in ["dpm++2m", "dpm++3m", "sde-dpm++2m", "unipc"] {
+        let out = tmp(&format!("sampler-{name}"));
+        let mut args = vec![
+            "sample",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--sampler",
+            name,
+            "--timestep_respacing",
+            "4",
+            "--dynamic_threshold",
+            "0.995",
+            "--threshold_max",
+            "1.5",
+            "--num_samples",
+            "2",
+            "--batch_size",
+            "2",
+            "--output_dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(MODEL_A);
+        let o = iddpm(&args);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let arr = read_npz_array(&out.join("samples_2x32x32x3.npz"), "arr_0").unwrap();
+        assert_eq!(arr.shape, vec![2, 32, 32, 3], "{name}");
+    }
+}
+
+#[test]
 fn bad_input_is_a_clear_error_and_leaves_no_output() {
     let dir = reference_dir();
     let model = dir.join("model_a.pt");
@@ -163,6 +199,18 @@ fn bad_input_is_a_clear_error_and_leaves_no_output() {
         v
     };
     check(with_model(&["--num_samples", "0"]), "--num_samples");
+    check(
+        with_model(&["--sampler", "euler"]),
+        "unknown sampler \"euler\": expected one of ancestral, ddim, dpm++2m",
+    );
+    check(
+        with_model(&["--sampler", "unipc", "--use_ddim", "True"]),
+        "--use_ddim True asks for DDIM but --sampler asks for unipc",
+    );
+    check(
+        with_model(&["--dynamic_threshold", "1.5"]),
+        "dynamic thresholding needs a ratio in (0, 1]",
+    );
     // A batch no machine has the memory for is refused before anything is allocated.
     check(
         with_model(&[

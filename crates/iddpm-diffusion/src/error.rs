@@ -37,6 +37,14 @@ pub enum DiffusionError {
         /// The accepted spellings.
         allowed: &'static str,
     },
+    /// `--sampler` names no solver of the registry.
+    #[error("unknown sampler {name:?}: expected one of {known}")]
+    UnknownSampler {
+        /// The name as given.
+        name: String,
+        /// The registry's names.
+        known: String,
+    },
     /// A beta outside (0, 1].
     #[error("beta {index} is {value}; every beta must lie in (0, 1]")]
     InvalidBeta {

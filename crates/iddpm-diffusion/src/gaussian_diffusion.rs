@@ -9,6 +9,7 @@ use crate::model::{Conditioning, DiffusionModel};
 use crate::options::{LossType, ModelMeanType, ModelVarType};
 use crate::respace::respaced_betas;
 use crate::tensor_math::{one_minus, split_mean_and_variance};
+use crate::thresholding::DynamicThreshold;
 
 /// How the predicted x_0 is post-processed before it is used.
 #[derive(Clone, Copy, Default)]
@@ -17,6 +18,8 @@ pub struct PredictOptions<'a> {
     pub clip_denoised: bool,
     /// Applied to the predicted x_0 before clipping (e.g. a projection for inpainting).
     pub denoised_fn: Option<&'a dyn Fn(Tensor<4>) -> Tensor<4>>,
+    /// Imagen's dynamic thresholding of the predicted x_0, in place of the clipping.
+    pub threshold: Option<DynamicThreshold>,
 }
 
 impl PredictOptions<'_> {
@@ -25,6 +28,7 @@ impl PredictOptions<'_> {
         Self {
             clip_denoised: true,
             denoised_fn: None,
+            threshold: None,
         }
     }
 
@@ -38,7 +42,14 @@ impl PredictOptions<'_> {
         Self {
             clip_denoised,
             denoised_fn: None,
+            threshold: None,
         }
+    }
+
+    /// These options with Imagen's dynamic thresholding instead of the clipping (`None`: as
+    /// they were).
+    pub fn with_threshold(self, threshold: Option<DynamicThreshold>) -> Self {
+        Self { threshold, ..self }
     }
 }
 
@@ -422,10 +433,10 @@ impl GaussianDiffusion {
                 Some(f) => f(x0),
                 None => x0,
             };
-            if opts.clip_denoised {
-                x0.clamp(-1.0, 1.0)
-            } else {
-                x0
+            match opts.threshold {
+                Some(threshold) => threshold.apply(x0),
+                None if opts.clip_denoised => x0.clamp(-1.0, 1.0),
+                None => x0,
             }
         };
         let (mean, pred_xstart) = match self.mean_type {

@@ -22,9 +22,11 @@ pub mod noise;
 pub mod options;
 pub mod resample;
 pub mod respace;
+pub mod samplers;
 pub mod sampling;
 pub mod schedule;
 pub mod tensor_math;
+pub mod thresholding;
 pub mod training_losses;
 
 pub use coefficients::DiffusionCoefficients;
@@ -39,6 +41,8 @@ pub use resample::{
     LossSecondMomentResampler, ScheduleSampler, TimestepDistribution, UniformSampler,
 };
 pub use respace::{respaced_betas, respacing_timesteps, space_timesteps};
-pub use sampling::{SampleLoop, SampleRequest, SampleStep, Sampler};
+pub use samplers::{REGISTRY, ReverseSolver, Sampler, SamplerEntry, SolverInput};
+pub use sampling::{SampleLoop, SampleRequest, SampleStep};
 pub use schedule::{BetaSchedule, named_beta_schedule};
+pub use thresholding::DynamicThreshold;
 pub use training_losses::TrainingLosses;

@@ -1,4 +1,6 @@
-//! Samplers: ancestral sampling from p, and DDIM (deterministic for η = 0).
+//! Sampling loops: the network evaluated at each timestep from T−1 down to 0, and a solver
+//! ([`crate::samplers`]) stepping from its predictions; the reference's single steps
+//! (`p_sample`, `ddim_sample`, `ddim_reverse_sample`) as methods.
 
 use burn::tensor::{Device, Tensor};
 
@@ -6,7 +8,8 @@ use crate::error::{DiffusionError, Result};
 use crate::gaussian_diffusion::{GaussianDiffusion, PredictOptions};
 use crate::model::{Conditioning, DiffusionModel};
 use crate::noise::NoiseSource;
-use crate::tensor_math::{ddim_sigma, one_minus};
+use crate::samplers::{ReverseSolver, Sampler, SolverInput, check_eta};
+use crate::tensor_math::one_minus;
 
 /// The result of one reverse step.
 #[derive(Debug, Clone)]
@@ -17,18 +20,6 @@ pub struct SampleStep {
     pub sample: Tensor<4>,
     /// The network's estimate of x_0 at this step.
     pub pred_xstart: Tensor<4>,
-}
-
-/// Which reverse step a sampling loop takes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampler {
-    /// Ancestral sampling: x_{t−1} ~ p(x_{t−1} | x_t).
-    Ancestral,
-    /// DDIM with the given η (0 = deterministic).
-    Ddim {
-        /// Amount of fresh noise, 0 ≤ η ≤ 1 (η = 1 matches the ancestral variance).
-        eta: f64,
-    },
 }
 
 impl GaussianDiffusion {
@@ -42,12 +33,8 @@ impl GaussianDiffusion {
         cond: &Conditioning,
         noise: &mut dyn NoiseSource,
     ) -> Result<SampleStep> {
-        let device = x.device();
-        let dims = x.dims();
         let out = self.p_mean_variance(model, x, t, opts, cond)?;
-        let z = noise.sample(dims, &device)?;
-        let std = out.log_variance.mul_scalar(0.5).exp();
-        let sample = out.mean + Self::nonzero_mask(t, &device) * std * z;
+        let sample = self.ancestral_update(t, &out, noise)?;
         Ok(SampleStep {
             t: t.first().copied().unwrap_or(0),
             sample,
@@ -69,32 +56,9 @@ impl GaussianDiffusion {
         eta: f64,
         noise: &mut dyn NoiseSource,
     ) -> Result<SampleStep> {
-        if !(0.0..=1.0).contains(&eta) {
-            return Err(DiffusionError::Shape(format!(
-                "DDIM eta must lie in [0, 1]; got {eta}"
-            )));
-        }
-        let device = x.device();
-        let dims = x.dims();
+        check_eta(eta)?;
         let out = self.p_mean_variance(model, x.clone(), t, opts, cond)?;
-        let eps = self.predict_eps_from_xstart(x, t, out.pred_xstart.clone());
-        let c = self.coefficients();
-        let alpha_bar = Self::extract(&c.alphas_cumprod, t, &device);
-        let alpha_bar_prev = Self::extract(&c.alphas_cumprod_prev, t, &device);
-        // DDIM's Eq. 12: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z.
-        let mut mean = out.pred_xstart.clone() * alpha_bar_prev.clone().sqrt();
-        if eta == 0.0 {
-            mean = mean + one_minus(alpha_bar_prev).sqrt() * eps;
-            return Ok(SampleStep {
-                t: t.first().copied().unwrap_or(0),
-                sample: mean,
-                pred_xstart: out.pred_xstart,
-            });
-        }
-        let sigma = ddim_sigma(alpha_bar, alpha_bar_prev.clone(), eta);
-        let z = noise.sample(dims, &device)?;
-        mean = mean + (one_minus(alpha_bar_prev) - sigma.clone() * sigma.clone()).sqrt() * eps;
-        let sample = mean + Self::nonzero_mask(t, &device) * sigma * z;
+        let sample = self.ddim_update(x, t, &out, eta, noise)?;
         Ok(SampleStep {
             t: t.first().copied().unwrap_or(0),
             sample,
@@ -153,7 +117,7 @@ impl GaussianDiffusion {
         Ok(SampleLoop {
             diffusion: self,
             model,
-            sampler,
+            solver: sampler.build()?,
             x: Some(x),
             next_t: self.num_timesteps(),
             opts: options,
@@ -233,7 +197,7 @@ impl<'a> SampleRequest<'a> {
 pub struct SampleLoop<'a, M: DiffusionModel + ?Sized> {
     diffusion: &'a GaussianDiffusion,
     model: &'a M,
-    sampler: Sampler,
+    solver: Box<dyn ReverseSolver>,
     x: Option<Tensor<4>>,
     next_t: usize,
     opts: PredictOptions<'a>,
@@ -245,6 +209,24 @@ impl<M: DiffusionModel + ?Sized> SampleLoop<'_, M> {
     /// How many steps are left.
     pub fn remaining(&self) -> usize {
         self.next_t
+    }
+
+    /// One network evaluation at (x, t), and the solver's step from it.
+    fn step(&mut self, x: Tensor<4>, t: &[usize]) -> Result<SampleStep> {
+        let d = self.diffusion;
+        let prediction = d.p_mean_variance(self.model, x.clone(), t, self.opts, self.cond)?;
+        let sample = self.solver.step(SolverInput {
+            diffusion: d,
+            x,
+            t,
+            prediction: &prediction,
+            noise: self.noise,
+        })?;
+        Ok(SampleStep {
+            t: t.first().copied().unwrap_or(0),
+            sample,
+            pred_xstart: prediction.pred_xstart,
+        })
     }
 }
 
@@ -258,13 +240,7 @@ impl<M: DiffusionModel + ?Sized> Iterator for SampleLoop<'_, M> {
         let x = self.x.take()?;
         self.next_t -= 1;
         let t = vec![self.next_t; x.dims()[0]];
-        let d = self.diffusion;
-        let step = match self.sampler {
-            Sampler::Ancestral => d.p_sample(self.model, x, &t, self.opts, self.cond, self.noise),
-            Sampler::Ddim { eta } => {
-                d.ddim_sample(self.model, x, &t, self.opts, self.cond, eta, self.noise)
-            }
-        };
+        let step = self.step(x, &t);
         match step {
             Ok(step) => {
                 self.x = Some(step.sample.clone());

@@ -36,3 +36,13 @@ pub fn split_mean_and_variance(model_output: Tensor<4>, channels: usize) -> (Ten
         .expect("split of 2C channels into C gives two halves");
     (mean_part, var_values)
 }
+
+/// `Σ c_i·x_i` for scalar coefficients (taken in f64, applied in the tensors' precision); the
+/// multistep solvers' updates are such sums of x_t and earlier predictions.
+pub fn weighted_sum<const D: usize>(terms: &[(f64, &Tensor<D>)]) -> Tensor<D> {
+    let mut iter = terms.iter();
+    let (c, x) = iter.next().expect("a weighted sum of at least one tensor");
+    iter.fold((*x).clone().mul_scalar(*c as f32), |acc, (c, x)| {
+        acc + (*x).clone().mul_scalar(*c as f32)
+    })
+}

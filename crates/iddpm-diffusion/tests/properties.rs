@@ -303,7 +303,7 @@ fn ddim_with_eta_zero_is_deterministic_and_inverts() {
     let x_t = src.sample([1, 3, 4, 4], &device()).unwrap();
     let opts = PredictOptions::unclipped();
     let cond = Conditioning::none();
-    let ddim = Sampler::Ddim { eta: 0.0 };
+    let ddim = Sampler::ddim(0.0);
     let mut noise = SeededNoise::new(1);
     let request = SampleRequest::new(ddim, [1, 3, 4, 4], &cond, &mut noise, &device())
         .starting_from(x_t.clone())
@@ -349,7 +349,7 @@ fn progressive_loop_yields_every_step_in_order() {
         .sample_loop_progressive(
             &model,
             SampleRequest::new(
-                Sampler::Ancestral,
+                Sampler::ANCESTRAL,
                 [1, 1, 2, 2],
                 &cond,
                 &mut noise,

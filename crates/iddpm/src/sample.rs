@@ -7,8 +7,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use iddpm_data::batch_ranges;
 use iddpm_data::npy::{NpyArray, NpyData};
 use iddpm_diffusion::{
-    Conditioning, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions, SampleRequest,
-    Sampler, SeededNoise, splitmix64_mix,
+    Conditioning, DynamicThreshold, GOLDEN_GAMMA, GaussianDiffusion, NoiseSource, PredictOptions,
+    SampleRequest, Sampler, SeededNoise, splitmix64_mix,
 };
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
@@ -26,10 +26,12 @@ pub struct SampleOptions {
     pub batch_size: usize,
     /// Side of the (square) images.
     pub image_size: usize,
-    /// Ancestral sampling or DDIM.
+    /// The solver (ancestral, DDIM, DPM-Solver++, UniPC, … : [`crate::diffusion::REGISTRY`]).
     pub sampler: Sampler,
     /// Clamp predicted x_0 to [−1, 1] at every step.
     pub clip_denoised: bool,
+    /// Imagen's dynamic thresholding of the predicted x_0 instead of the clamp.
+    pub threshold: Option<DynamicThreshold>,
     /// Seed of all randomness (noise and random labels).
     pub seed: u64,
     /// Class labels for class-conditional models (`None`: drawn uniformly, as the reference).
@@ -284,7 +286,9 @@ impl BatchSampler<'_> {
         let cond = self.conditioning(part);
         let request = SampleRequest::new(self.opts.sampler, shape, &cond, &mut noise, self.device)
             .starting_from(x_t)
-            .with_options(PredictOptions::clip(self.opts.clip_denoised));
+            .with_options(
+                PredictOptions::clip(self.opts.clip_denoised).with_threshold(self.opts.threshold),
+            );
         let mut last = None;
         for step in self
             .diffusion

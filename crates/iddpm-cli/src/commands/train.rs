@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset};
+use iddpm::diffusion::Sampler;
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
@@ -113,6 +114,9 @@ pub struct TrainArgs {
     /// Preview with DDIM (η = 0); False samples ancestrally, with the model's variances.
     #[arg(long = "preview_use_ddim", alias = "preview-use-ddim", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
     pub preview_use_ddim: bool,
+    /// The preview's solver by name (see `sample --sampler`); overrides --preview_use_ddim.
+    #[arg(long = "preview_sampler", alias = "preview-sampler")]
+    pub preview_sampler: Option<String>,
     /// At the end, bits/dim of this many held-out images (embedded data only; 0: skip).
     #[arg(long = "heldout_bpd", alias = "heldout-bpd", default_value_t = 0)]
     pub heldout_bpd: usize,
@@ -144,7 +148,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let log_dir = log_dir(args, super_res, world_size);
     ensure_writable_dir(&log_dir)?;
     let (train_data, heldout) = training_data(args, size, spec.model.class_cond)?;
-    let opts = train_options(args, log_dir.clone(), small_size);
+    let opts = train_options(args, log_dir.clone(), small_size)?;
     let mut trainer = Trainer::new(
         unet,
         spec.diffusion.clone(),
@@ -351,13 +355,26 @@ fn training_data(
 }
 
 /// The library's options from the flags.
-fn train_options(args: &TrainArgs, log_dir: PathBuf, small_size: Option<usize>) -> TrainOptions {
+/// The preview's solver: `--preview_sampler`, else DDIM (η = 0) or ancestral.
+fn preview_sampler(args: &TrainArgs) -> anyhow::Result<Sampler> {
+    Ok(match (&args.preview_sampler, args.preview_use_ddim) {
+        (Some(name), _) => Sampler::named(name)?,
+        (None, true) => Sampler::ddim(0.0),
+        (None, false) => Sampler::ANCESTRAL,
+    })
+}
+
+fn train_options(
+    args: &TrainArgs,
+    log_dir: PathBuf,
+    small_size: Option<usize>,
+) -> anyhow::Result<TrainOptions> {
     let microbatch = if args.microbatch <= 0 {
         0
     } else {
         args.microbatch as usize
     };
-    TrainOptions {
+    Ok(TrainOptions {
         lr: args.lr,
         weight_decay: args.weight_decay,
         lr_anneal_steps: args.lr_anneal_steps,
@@ -372,14 +389,14 @@ fn train_options(args: &TrainArgs, log_dir: PathBuf, small_size: Option<usize>) 
         log_dir,
         preview_samples: args.preview_samples,
         preview_steps: args.preview_steps,
-        preview_ddim: args.preview_use_ddim,
+        preview_sampler: preview_sampler(args)?,
         small_size,
         quiet: true,
         use_fp16: args.use_fp16,
         fp16_scale_growth: args.fp16_scale_growth,
         resume_weights_only: args.resume_weights_only,
         ..TrainOptions::default()
-    }
+    })
 }
 
 /// Warns of mixed precision off CUDA (it works, slowly) and refuses a negative loss-scale

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use iddpm_diffusion::Sampler;
+
 use crate::error::{Result, TrainError};
 
 /// How training timesteps are drawn (`--schedule_sampler`).
@@ -59,9 +61,10 @@ pub struct TrainOptions {
     pub preview_samples: usize,
     /// Sampling steps of the preview (respaced from the training steps).
     pub preview_steps: usize,
-    /// Preview with deterministic DDIM (η = 0) rather than ancestral sampling. Ancestral
-    /// sampling uses the learned variances, and gives cleaner pictures early in training.
-    pub preview_ddim: bool,
+    /// The solver of the preview (the reference's trainer has none; iddpm's default is
+    /// deterministic DDIM). Ancestral sampling uses the learned variances, and gives cleaner
+    /// pictures early in training.
+    pub preview_sampler: Sampler,
     /// Super-resolution: the side of the low-resolution input.
     pub small_size: Option<usize>,
     /// Do not print the log table.
@@ -101,7 +104,7 @@ impl Default for TrainOptions {
             log_dir: PathBuf::from("runs"),
             preview_samples: 16,
             preview_steps: 25,
-            preview_ddim: true,
+            preview_sampler: Sampler::ddim(0.0),
             small_size: None,
             quiet: false,
             use_fp16: false,

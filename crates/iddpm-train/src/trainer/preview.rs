@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use iddpm_data::pictures::{save_grid_with_columns, to_uint8_nhwc};
-use iddpm_diffusion::{Conditioning, SampleRequest, Sampler, SeededNoise};
+use iddpm_diffusion::{Conditioning, SampleRequest, SeededNoise};
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
 
@@ -51,12 +51,8 @@ impl Trainer<'_> {
             None => None,
         };
         let cond = self.preview_conditioning(n, originals.as_ref());
-        // A few steps over the respaced timesteps, deterministic with DDIM.
-        let sampler = if self.opts.preview_ddim {
-            Sampler::Ddim { eta: 0.0 }
-        } else {
-            Sampler::Ancestral
-        };
+        // A few steps over the respaced timesteps.
+        let sampler = self.opts.preview_sampler;
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
         let request = SampleRequest::new(sampler, [n, 3, r, r], &cond, &mut noise, &device);

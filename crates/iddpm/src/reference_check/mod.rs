@@ -216,10 +216,9 @@ impl Case<'_> {
         let shape = x_t.dims();
         let mut noise = RecordedNoise::new(self.recorded_noises(f, "ddim.noises", shape)?);
         let cond = self.conditioning(f, &["ddim", "sampling", "forward"])?;
-        let request =
-            SampleRequest::new(Sampler::Ddim { eta }, shape, &cond, &mut noise, self.device)
-                .starting_from(x_t)
-                .with_options(PredictOptions::clip(clip));
+        let request = SampleRequest::new(Sampler::ddim(eta), shape, &cond, &mut noise, self.device)
+            .starting_from(x_t)
+            .with_options(PredictOptions::clip(clip));
         let sample = spaced.sample_loop(self.model, request)?;
         let abs = self.tol(Tolerance::abs(1e-4));
         group.check("ddim.sample", &values(sample), f.get("ddim.sample")?, abs);

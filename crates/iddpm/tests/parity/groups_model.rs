@@ -608,11 +608,9 @@ fn check_sampling_loop(
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let sampler = if name == "ddim" {
-        Sampler::Ddim {
-            eta: spec.get("eta").and_then(Value::as_f64).unwrap_or(0.0),
-        }
+        Sampler::ddim(spec.get("eta").and_then(Value::as_f64).unwrap_or(0.0))
     } else {
-        Sampler::Ancestral
+        Sampler::ANCESTRAL
     };
     let spaced = match config.build_with_respacing(respacing) {
         Ok(s) => s,
