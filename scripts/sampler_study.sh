@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# FID against network evaluations for the solvers of `--sampler` (issue #28), on the shipped
+# model: 2,000 samples per cell with the study's flags and seed, evaluated against the 10,000
+# Fashion-MNIST test images with the FID bootstrap, as scripts/reproduce.sh measures its cells.
+#
+#   scripts/sampler_study.sh [SAMPLER:NFE ...]   default: every cell, the targets' first
+#
+# Each cell writes docs/reproduction/results/samplers/<sampler>_<nfe>.json (FID, its bootstrap
+# s.d., precision, recall, sampling seconds and seconds per 1,000 images) and its 64-sample
+# grid; a cell whose JSON exists is skipped, and samples already drawn are not drawn again,
+# so the script resumes where it stopped. With STUDY_COMMIT=1 each finished cell is committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IDDPM=${IDDPM:-target/release/iddpm}
+MODEL=${STUDY_MODEL:-models/fashion_mnist_32.safetensors}
+RESULTS=${STUDY_RESULTS:-docs/reproduction/results/samplers}
+WORK=${STUDY_WORK:-runs/sampler_study}
+REF=${REPRO_FID_REF:-runs/reproduction/data/test32}
+FMNIST=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
+# The shipped model's network and diffusion (models/README.md).
+NET=(--image_size 32 --num_channels 64 --channel_mult 1,1,1 --num_res_blocks 1
+  --attention_resolutions 8 --num_heads 2 --dropout 0 --diffusion_steps 100
+  --learn_sigma True --noise_schedule cosine)
+DEFAULT_CELLS="sde-dpm++2m:10 sde-dpm++2m:20 unipc:10 unipc:20 dpm++2m:10 dpm++2m:20
+  dpm++3m:10 dpm++3m:20 sde-dpm++2m:5 sde-dpm++2m:15 sde-dpm++2m:25 unipc:5 unipc:15
+  unipc:25 dpm++2m:5 dpm++2m:15 dpm++2m:25 dpm++3m:5 dpm++3m:15 dpm++3m:25"
+
+[ -x "$IDDPM" ] || { echo "$IDDPM not found: cargo build --release -p iddpm-cli" >&2; exit 1; }
+if [ ! -d "$REF" ]; then
+  [ -f "$FMNIST/t10k-images-idx3-ubyte.gz" ] ||
+    { echo "Fashion-MNIST not found in $FMNIST: apt-get install dataset-fashion-mnist" >&2; exit 1; }
+  "$IDDPM" data fashion-mnist --input "$FMNIST/t10k-images-idx3-ubyte.gz" --output "$REF" \
+    --image_size 32
+fi
+if [ -z "${IDDPM_INCEPTION_WEIGHTS:-}" ]; then
+  IDDPM_INCEPTION_WEIGHTS="$(scripts/fetch-inception-weights.sh)"
+  export IDDPM_INCEPTION_WEIGHTS
+fi
+mkdir -p "$RESULTS"
+
+cell() {
+  local sampler=${1%%:*} nfe=${1##*:}
+  local name=${sampler}_$nfe dir=$WORK/${sampler}_$nfe out=$RESULTS/${sampler}_$nfe.json
+  [ -f "$out" ] && { echo "$name: done"; return; }
+  mkdir -p "$dir"
+  if [ ! -f "$dir/sampling_seconds" ]; then
+    local start=$SECONDS
+    "$IDDPM" sample --num_samples 2000 --batch_size 250 --seed 1 --model_path "$MODEL" \
+      "${NET[@]}" --sampler "$sampler" --timestep_respacing "$nfe" --output_dir "$dir"
+    echo $((SECONDS - start)) >"$dir/sampling_seconds"
+  fi
+  if [ ! -f "$dir/eval.json" ]; then
+    "$IDDPM" eval --ref_batch "$REF" --sample_batch "$dir"/samples_*.npz --fid_bootstrap 20 \
+      --output "$dir/eval.json.tmp"
+    mv "$dir/eval.json.tmp" "$dir/eval.json"
+  fi
+  "$IDDPM" npz2png "$dir"/samples_*.npz --grid "$RESULTS/${name}.png" --max_images 64 >/dev/null
+  python3 - "$dir" "$out" "$sampler" "$nfe" <<'EOF'
+import json, os, sys
+
+dir, out, sampler, nfe = sys.argv[1:]
+result = json.load(open(os.path.join(dir, "eval.json")))
+seconds = int(open(os.path.join(dir, "sampling_seconds")).read())
+result.update(sampler=sampler, nfe=int(nfe), samples=2000, sampling_seconds=seconds,
+              seconds_per_1000_images=seconds / 2.0, machine=os.uname().nodename)
+with open(out + ".tmp", "w") as f:
+    f.write(json.dumps(result) + "\n")
+os.replace(out + ".tmp", out)
+print(f"{sampler} at {nfe} evaluations: FID {result['fid']:.2f}")
+EOF
+  if [ "${STUDY_COMMIT:-0}" = 1 ]; then
+    git add "$out" "$RESULTS/${name}.png"
+    git commit -q -m "Sampler study: $sampler at $nfe network evaluations" -- "$out" "$RESULTS/${name}.png"
+  fi
+}
+
+for c in ${@:-$DEFAULT_CELLS}; do
+  cell "$c"
+done
