@@ -105,6 +105,9 @@ pub struct ModelArgs {
     /// Side of the (square) images.
     #[arg(long = "image_size", alias = "image-size", default_value_t = 64)]
     pub image_size: usize,
+    /// Channels of the images: 3 for RGB, 1 for greyscale (read as Pillow's "L"), or others.
+    #[arg(long = "image_channels", alias = "image-channels", default_value_t = 3)]
+    pub image_channels: usize,
     /// Base channel count of the UNet.
     #[arg(long = "num_channels", alias = "num-channels", default_value_t = 128)]
     pub num_channels: usize,
@@ -152,6 +155,7 @@ impl ModelArgs {
         let channel_mult = self.channel_mult.clone().map(|m| m.0);
         Ok(ModelFlags {
             image_size,
+            image_channels: self.image_channels,
             num_channels: self.num_channels,
             num_res_blocks: self.num_res_blocks,
             num_heads: self.num_heads,

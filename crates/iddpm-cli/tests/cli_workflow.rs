@@ -337,3 +337,101 @@ fn mixed_precision_on_the_cpu_warns_and_logs_its_loss_scale() {
         assert!((s - (20.0 + 1e-3 * i as f64)).abs() < 1e-9, "{scales:?}");
     }
 }
+
+/// `--image_channels 1`: the embedded Fashion-MNIST trains as one grey channel, the network's
+/// first and last convolutions have one (two with learned Σ) channels, and `sample` and `nll`
+/// take the same flag: the samples are `[N, H, W, 1]`, the grid a grey picture.
+#[test]
+fn greyscale_models_train_sample_and_measure_on_one_channel() {
+    let log = tmp("grey");
+    let grey = ["--image_channels", "1", "--learn_sigma", "True"];
+    let mut args = with(
+        &[
+            "train",
+            "--image_size",
+            "32",
+            "--log_dir",
+            log.to_str().unwrap(),
+        ],
+        &[
+            "--batch_size",
+            "2",
+            "--max_steps",
+            "1",
+            "--preview_samples",
+            "2",
+        ],
+    );
+    args.extend(grey.iter().map(|s| s.to_string()));
+    run(args);
+    let model = log.join("model000001.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("input_blocks.0.0.weight").unwrap().shape()[1], 1);
+    assert_eq!(st.tensor("out.2.weight").unwrap().shape()[0], 2);
+    assert!(log.join("samples_000001.png").is_file());
+
+    let out = tmp("grey-samples");
+    let mut args = with(
+        &[
+            "sample",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--image_size",
+            "32",
+        ],
+        &[
+            "--num_samples",
+            "2",
+            "--timestep_respacing",
+            "3",
+            "--sampler",
+            "dpm++2m",
+            "--output_dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    args.extend(grey.iter().map(|s| s.to_string()));
+    run(args);
+    let arr = read_npz_array(&out.join("samples_2x32x32x1.npz"), "arr_0").unwrap();
+    assert_eq!(arr.shape, vec![2, 32, 32, 1]);
+    let grid = image::open(out.join("samples_2x32x32x1.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        grid.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "a grey grid"
+    );
+
+    let mut args = with(
+        &[
+            "nll",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--image_size",
+            "32",
+        ],
+        &["--num_samples", "2", "--output_dir", out.to_str().unwrap()],
+    );
+    args.extend(grey.iter().map(|s| s.to_string()));
+    assert!(run(args).contains("bits/dim"));
+
+    // A three-channel network refuses one-channel data, naming the flag.
+    let mut args = with(
+        &[
+            "nll",
+            "--model_path",
+            model.to_str().unwrap(),
+            "--image_size",
+            "32",
+        ],
+        &["--num_samples", "2", "--output_dir", out.to_str().unwrap()],
+    );
+    args.extend(["--learn_sigma", "True"].iter().map(|s| s.to_string()));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+}

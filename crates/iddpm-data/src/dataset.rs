@@ -1,4 +1,5 @@
-//! Datasets of square RGB images in [−1, 1], and the shuffled, resumable batch loader.
+//! Datasets of square images in [−1, 1] (RGB, greyscale or any channel count), and the
+//! shuffled, resumable batch loader.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -16,7 +17,11 @@ pub trait Dataset: Send + Sync {
     }
     /// Side of the square images.
     fn resolution(&self) -> usize;
-    /// Image `index` and its label.
+    /// Channels of every image (3 for RGB, 1 for greyscale).
+    fn channels(&self) -> usize {
+        3
+    }
+    /// Image `index` (CHW, `channels · resolution²` values) and its label.
     fn get(&self, index: usize) -> Result<(Vec<f32>, Option<i64>)>;
 }
 
@@ -26,16 +31,24 @@ pub struct InMemoryDataset {
     images: Vec<Vec<f32>>,
     labels: Option<Vec<i64>>,
     resolution: usize,
+    channels: usize,
 }
 
 impl InMemoryDataset {
-    /// Wraps decoded images (each CHW of `resolution`²·3 values).
+    /// Wraps decoded RGB images (each CHW of `resolution`²·3 values).
     pub fn new(images: Vec<Vec<f32>>, labels: Option<Vec<i64>>, resolution: usize) -> Self {
         Self {
             images,
             labels,
             resolution,
+            channels: 3,
         }
+    }
+
+    /// The same images, read as having `channels` channels (each CHW of
+    /// `resolution`²·`channels` values).
+    pub fn with_channels(self, channels: usize) -> Self {
+        Self { channels, ..self }
     }
 
     /// Decodes every image of another dataset.
@@ -49,11 +62,10 @@ impl InMemoryDataset {
             labels.push(label.unwrap_or(0));
             images.push(img);
         }
-        Ok(Self::new(
-            images,
-            any_label.then_some(labels),
-            source.resolution(),
-        ))
+        Ok(
+            Self::new(images, any_label.then_some(labels), source.resolution())
+                .with_channels(source.channels()),
+        )
     }
 
     /// Splits off the last `n` images (e.g. a held-out set).
@@ -61,7 +73,7 @@ impl InMemoryDataset {
         let keep = self.images.len().saturating_sub(n);
         let images = self.images.split_off(keep);
         let labels = self.labels.as_mut().map(|l| l.split_off(keep));
-        Self::new(images, labels, self.resolution)
+        Self::new(images, labels, self.resolution).with_channels(self.channels)
     }
 }
 
@@ -72,6 +84,9 @@ impl Dataset for InMemoryDataset {
     fn resolution(&self) -> usize {
         self.resolution
     }
+    fn channels(&self) -> usize {
+        self.channels
+    }
     fn get(&self, index: usize) -> Result<(Vec<f32>, Option<i64>)> {
         Ok((
             self.images[index].clone(),
@@ -80,7 +95,7 @@ impl Dataset for InMemoryDataset {
     }
 }
 
-/// A batch: `[B, 3, R, R]` row-major images and optional labels.
+/// A batch: `[B, C, R, R]` row-major images and optional labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Image values.

@@ -158,9 +158,19 @@ pub fn load_image(path: &Path, resolution: usize) -> Result<Vec<f32>> {
 /// [`load_image`] of a file's bytes; `path` names it in errors. Decoding stays within the
 /// `image` crate's default limits (512 MiB).
 pub fn decode_image(bytes: &[u8], path: &Path, resolution: usize) -> Result<Vec<f32>> {
+    decode_image_channels(bytes, path, resolution, 3)
+}
+
+/// [`decode_image`] with `channels` 3 (RGB) or 1 (greyscale, Pillow's "L" of the RGB crop).
+pub fn decode_image_channels(
+    bytes: &[u8],
+    path: &Path,
+    resolution: usize,
+    channels: usize,
+) -> Result<Vec<f32>> {
     let img = decode_bounded(bytes, path)?;
     let mode = PilMode::of_file(bytes, &img);
-    Ok(to_chw(&preprocess_as(&img, mode, resolution)))
+    Ok(to_chw(&preprocess_as(&img, mode, resolution), channels))
 }
 
 /// The most pixels a decoded image may have: 2²⁴ (16.8 megapixels, e.g. 4,096 × 4,096). The
@@ -272,12 +282,21 @@ fn from_rgba(rgba: &[u8], mode: PilMode) -> Vec<u8> {
         .collect()
 }
 
-fn to_chw(px: &Pixels) -> Vec<f32> {
+/// RGB pixels as CHW floats in [−1, 1]: the three channels, or (`channels` = 1) their grey
+/// level as Pillow's `convert("L")` computes it, L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16
+/// (exact for grey pictures, whose R = G = B).
+fn to_chw(px: &Pixels, channels: usize) -> Vec<f32> {
     let n = px.width * px.height;
-    let mut out = vec![0f32; 3 * n];
+    let mut out = vec![0f32; channels * n];
     for (i, p) in px.data.chunks(3).enumerate() {
-        for c in 0..3 {
-            out[c * n + i] = f32::from(p[c]) / 127.5 - 1.0;
+        if channels == 1 {
+            let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
+            let l = (19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16;
+            out[i] = l as f32 / 127.5 - 1.0;
+        } else {
+            for c in 0..3 {
+                out[c * n + i] = f32::from(p[c]) / 127.5 - 1.0;
+            }
         }
     }
     out
@@ -290,6 +309,7 @@ pub struct ImageFolder {
     labels: Option<Vec<i64>>,
     resolution: usize,
     classes: Vec<String>,
+    channels: usize,
 }
 
 impl ImageFolder {
@@ -326,7 +346,26 @@ impl ImageFolder {
             labels,
             resolution,
             classes,
+            channels: 3,
         })
+    }
+
+    /// The same folder read with `channels` channels: 3 (RGB) or 1 (greyscale, as Pillow's
+    /// `convert("L")`).
+    pub fn with_channels(self, channels: usize) -> Result<Self> {
+        if channels != 1 && channels != 3 {
+            return Err(DataError::bad(
+                self.files
+                    .first()
+                    .map(|f| f.as_path())
+                    .unwrap_or(Path::new(".")),
+                format!(
+                    "image files are read as RGB (3 channels) or greyscale (1), not {channels} \
+                     channels"
+                ),
+            ));
+        }
+        Ok(Self { channels, ..self })
     }
 
     /// The image files, in dataset order.
@@ -349,8 +388,14 @@ impl Dataset for ImageFolder {
         self.resolution
     }
 
+    fn channels(&self) -> usize {
+        self.channels
+    }
+
     fn get(&self, index: usize) -> Result<(Vec<f32>, Option<i64>)> {
-        let image = load_image(&self.files[index], self.resolution)?;
+        let path = &self.files[index];
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let image = decode_image_channels(&bytes, path, self.resolution, self.channels)?;
         Ok((image, self.labels.as_ref().map(|l| l[index])))
     }
 }

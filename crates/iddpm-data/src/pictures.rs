@@ -21,6 +21,17 @@ pub fn to_uint8_nhwc(values: &[f32], n: usize, c: usize, h: usize, w: usize) -> 
     out
 }
 
+/// NHWC uint8 pixels of `c` channels as RGB, for pictures: a grey channel (c < 3) is
+/// repeated, images with more channels show their first three.
+pub fn as_rgb(pixels: &[u8], c: usize) -> Vec<u8> {
+    match c {
+        3 => pixels.to_vec(),
+        0 => Vec::new(),
+        1 | 2 => pixels.chunks(c).flat_map(|p| [p[0]; 3]).collect(),
+        _ => pixels.chunks(c).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+    }
+}
+
 /// Lays `n` NHWC uint8 RGB images of `h`×`w` on a near-square grid with a 2-pixel white
 /// border and writes it as PNG (atomically).
 pub fn save_grid(path: &Path, images: &[u8], n: usize, h: usize, w: usize) -> Result<()> {

@@ -248,3 +248,54 @@ fn images_load_pixel_for_pixel_as_pillow_loads_them() {
     assert!(checked >= 30);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn greyscale_reads_one_channel_as_pillows_l() {
+    let grey = fashion_mnist::embedded_with_channels(1).unwrap();
+    let rgb = fashion_mnist::embedded().unwrap();
+    assert_eq!(grey.channels(), 1);
+    let (one, _) = grey.get(3).unwrap();
+    let (three, _) = rgb.get(3).unwrap();
+    assert_eq!(one.len(), 32 * 32);
+    assert_eq!(&one[..], &three[..1024]);
+    // The held-out split keeps the channel count.
+    let mut split = grey.clone();
+    assert_eq!(split.split_off(10).channels(), 1);
+
+    let d = dir("grey");
+    GrayImage::from_pixel(8, 8, Luma([77]))
+        .save(d.join("g_0.png"))
+        .unwrap();
+    RgbImage::from_pixel(8, 8, Rgb([200, 100, 50]))
+        .save(d.join("c_1.png"))
+        .unwrap();
+    let folder = ImageFolder::open(&d, 8, false)
+        .unwrap()
+        .with_channels(1)
+        .unwrap();
+    assert_eq!(folder.channels(), 1);
+    let level = |i: usize| {
+        let (img, _) = folder.get(i).unwrap();
+        assert_eq!(img.len(), 64);
+        ((img[0] + 1.0) * 127.5).round() as u32
+    };
+    let names: Vec<String> = folder
+        .files()
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let (c, g) = if names[0].ends_with("c_1.png") {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    // Grey pictures keep their level; colour ones get Pillow's L = (19595 R + 38470 G +
+    // 7471 B + 32768) >> 16 = 124 for (200, 100, 50).
+    assert_eq!(level(g), 77);
+    assert_eq!(level(c), 124);
+    let err = ImageFolder::open(&d, 8, false)
+        .unwrap()
+        .with_channels(2)
+        .unwrap_err();
+    assert!(err.to_string().contains("not 2 channels"), "{err}");
+}

@@ -230,12 +230,18 @@ pub fn parse_usize_list(flag: &'static str, s: &str) -> Result<Vec<usize>, Confi
         .collect()
 }
 
+/// The most image channels a network takes (hyperspectral stacks have a few dozen).
+pub const MAX_IMAGE_CHANNELS: usize = 64;
+
 /// The model flags of the reference scripts (`model_and_diffusion_defaults`), plus
 /// `channel_mult` to go beyond the sizes the reference knows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFlags {
     /// `--image_size` (for super-resolution: `--large_size`).
     pub image_size: usize,
+    /// `--image_channels`: channels of the images (3 for RGB, 1 for greyscale). The
+    /// reference's `UNetModel` takes any; its scripts fix 3.
+    pub image_channels: usize,
     /// `--num_channels`.
     pub num_channels: usize,
     /// `--num_res_blocks`.
@@ -264,6 +270,7 @@ impl Default for ModelFlags {
     fn default() -> Self {
         Self {
             image_size: 64,
+            image_channels: 3,
             num_channels: 128,
             num_res_blocks: 2,
             num_heads: 4,
@@ -281,7 +288,7 @@ impl Default for ModelFlags {
 
 impl ModelFlags {
     /// The UNet these flags build (`super_res`: the super-resolution model, which takes the
-    /// upsampled low-resolution image as three extra input channels).
+    /// upsampled low-resolution image as extra input channels).
     pub fn unet_config(&self, super_res: bool) -> Result<UNetConfig, ConfigError> {
         let channel_mult = match &self.channel_mult {
             Some(m) => m.clone(),
@@ -312,10 +319,17 @@ impl ModelFlags {
                 });
             }
         };
+        let c = self.image_channels;
+        if c == 0 || c > MAX_IMAGE_CHANNELS {
+            return Err(ConfigError::Flag {
+                flag: "image_channels",
+                message: format!("{c} is not between 1 and {MAX_IMAGE_CHANNELS}"),
+            });
+        }
         let config = UNetConfig {
-            in_channels: if super_res { 6 } else { 3 },
+            in_channels: if super_res { 2 * c } else { c },
             model_channels: self.num_channels,
-            out_channels: if self.learn_sigma { 6 } else { 3 },
+            out_channels: if self.learn_sigma { 2 * c } else { c },
             num_res_blocks: self.num_res_blocks,
             attention_resolutions,
             dropout: self.dropout,

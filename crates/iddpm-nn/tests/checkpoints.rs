@@ -11,6 +11,7 @@ use iddpm_nn::{
 fn small_flags() -> ModelFlags {
     ModelFlags {
         image_size: 32,
+        image_channels: 3,
         num_channels: 32,
         num_res_blocks: 1,
         num_heads: 2,

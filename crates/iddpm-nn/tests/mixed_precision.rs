@@ -7,6 +7,7 @@ use iddpm_nn::{ModelFlags, ParamSlot, ParamVisitor, UNetModel, UNetTrace, VisitP
 fn flags() -> ModelFlags {
     ModelFlags {
         image_size: 16,
+        image_channels: 3,
         num_channels: 32,
         num_res_blocks: 1,
         num_heads: 2,

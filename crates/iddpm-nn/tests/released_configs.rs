@@ -18,6 +18,7 @@ fn reference_dir() -> PathBuf {
 fn flags(kw: &Value, super_res: bool) -> ModelFlags {
     let u = |k: &str| kw[k].as_u64().unwrap_or_else(|| panic!("{k}")) as usize;
     ModelFlags {
+        image_channels: 3,
         image_size: if super_res {
             u("large_size")
         } else {

@@ -22,6 +22,7 @@ fn flags(name: &str, checkpoint: bool) -> ModelFlags {
     match name {
         "demo" => ModelFlags {
             image_size: 32,
+            image_channels: 3,
             num_channels: 32,
             num_res_blocks: 1,
             num_heads: 2,

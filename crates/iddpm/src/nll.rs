@@ -183,7 +183,7 @@ pub fn evaluate_nll_batches(
     Ok(out)
 }
 
-/// The images `part` of `data` as `[b, 3, r, r]`, with their labels when `model` is
+/// The images `part` of `data` as `[b, C, r, r]`, with their labels when `model` is
 /// class-conditional.
 fn load_batch(
     model: &UNetModel,
@@ -191,15 +191,22 @@ fn load_batch(
     part: Range<usize>,
     device: &Device,
 ) -> Result<(Tensor<4>, Conditioning)> {
-    let (b, r) = (part.len(), data.resolution());
-    let mut values = Vec::with_capacity(b * 3 * r * r);
+    let (b, r, c) = (part.len(), data.resolution(), data.channels());
+    if c != model.in_channels() {
+        return Err(Error::Invalid(format!(
+            "the data have {c} channels per image but the network takes {} \
+             (--image_channels must match the model's)",
+            model.in_channels()
+        )));
+    }
+    let mut values = Vec::with_capacity(b * c * r * r);
     let mut labels = Vec::with_capacity(b);
     for i in part {
         let (img, label) = data.get(i)?;
         values.extend(img);
         labels.extend(label);
     }
-    let x = Tensor::<4>::from_data(TensorData::new(values, [b, 3, r, r]), device);
+    let x = Tensor::<4>::from_data(TensorData::new(values, [b, c, r, r]), device);
     let labels = (model.is_class_conditional() && labels.len() == b).then_some(labels);
     model.check_conditioning(labels.as_deref(), false)?;
     let cond = match labels {

@@ -36,9 +36,9 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Class labels for class-conditional models (`None`: drawn uniformly, as the reference).
     pub labels: Option<Vec<i64>>,
-    /// Start noise `[num_samples, 3, H, W]` (row-major), instead of drawing it.
+    /// Start noise `[num_samples, C, H, W]` (row-major), instead of drawing it.
     pub init_noise: Option<Vec<f32>>,
-    /// Super-resolution: low-resolution images `[num_samples, 3, s, s]` in [−1, 1] and `s`.
+    /// Super-resolution: low-resolution images `[num_samples, C, s, s]` in [−1, 1] and `s`.
     pub low_res: Option<(Vec<f32>, usize)>,
     /// Draw only this share of the batches (one process of several); `None`: all.
     pub shard: Option<Shard>,
@@ -75,8 +75,10 @@ pub fn batch_noise(seed: u64, k: usize) -> SeededNoise {
 /// Sampled images.
 #[derive(Debug, Clone)]
 pub struct Samples {
-    /// `[N, H, W, 3]` uint8, converted as the reference does.
+    /// `[N, H, W, C]` uint8, converted as the reference does.
     pub images: Vec<u8>,
+    /// Channels per pixel (3 for RGB, 1 for greyscale).
+    pub c: usize,
     /// Labels of class-conditional samples.
     pub labels: Option<Vec<i64>>,
     /// Number of images.
@@ -98,8 +100,9 @@ pub fn sample_images(
     device: &Device,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Samples> {
-    check_options(opts)?;
-    check_batch_fits(model, opts, device)?;
+    let c = image_channels(model, opts);
+    check_options(opts, c)?;
+    check_batch_fits(model, opts, c, device)?;
     let labels = labels_to_sample(opts, model.num_classes())?;
     model.check_conditioning(labels.as_deref(), opts.low_res.is_some())?;
     let sampler = BatchSampler {
@@ -108,9 +111,10 @@ pub fn sample_images(
         opts,
         labels: labels.as_deref(),
         device,
+        channels: c,
     };
     let s = opts.image_size;
-    let mut images = Vec::with_capacity(opts.num_samples * s * s * 3);
+    let mut images = Vec::with_capacity(opts.num_samples * s * s * c);
     let mut own_labels = Vec::new();
     let mut done_steps = 0u64;
     let mut on_step = || {
@@ -123,16 +127,16 @@ pub fn sample_images(
             continue;
         }
         let kept = opts.batch_dir.as_deref().map(|dir| BatchFile::new(dir, k));
-        match kept.as_ref().and_then(|f| f.read(part.len(), s)) {
+        match kept.as_ref().and_then(|f| f.read([part.len(), s, s, c])) {
             Some(pixels) => {
                 images.extend(pixels);
                 (0..steps).for_each(|_| on_step());
             }
             None => {
                 let sample = sampler.sample_batch(k, part.clone(), &mut on_step)?;
-                let pixels = to_uint8_nhwc(&to_f32_vec(sample), part.len(), 3, s, s);
+                let pixels = to_uint8_nhwc(&to_f32_vec(sample), part.len(), c, s, s);
                 if let Some(file) = &kept {
-                    file.write(&pixels, part.len(), s)?;
+                    file.write(&pixels, [part.len(), s, s, c])?;
                 }
                 images.extend(pixels);
             }
@@ -142,23 +146,38 @@ pub fn sample_images(
         }
     }
     Ok(Samples {
-        n: images.len() / (s * s * 3),
+        n: images.len() / (s * s * c),
         images,
+        c,
         labels: labels.map(|_| own_labels),
         h: s,
         w: s,
     })
 }
 
+/// Channels of the images `model` draws (a super-resolution network also takes the upsampled
+/// low-resolution image).
+fn image_channels(model: &UNetModel, opts: &SampleOptions) -> usize {
+    match opts.low_res {
+        Some(_) => model.in_channels() / 2,
+        None => model.in_channels(),
+    }
+}
+
 /// Refuses, on the CPU, a batch whose activations, or samples whose pixels, cannot fit in the
 /// memory available (lower bounds, [`crate::nn::memory`]).
-fn check_batch_fits(model: &UNetModel, opts: &SampleOptions, device: &Device) -> Result<()> {
+fn check_batch_fits(
+    model: &UNetModel,
+    opts: &SampleOptions,
+    c: usize,
+    device: &Device,
+) -> Result<()> {
     if !iddpm_kernels::ops::is_flex(device) {
         return Ok(());
     }
     let (n, s) = (opts.num_samples as u64, opts.image_size);
     let batch = (opts.batch_size as u64).min(n);
-    let pixels = (3 * s * s) as u64;
+    let pixels = (c * s * s) as u64;
     let bytes = batch
         .saturating_mul(model.config().activation_bytes(s, false))
         .saturating_add(n.saturating_mul(pixels));
@@ -166,8 +185,9 @@ fn check_batch_fits(model: &UNetModel, opts: &SampleOptions, device: &Device) ->
     crate::nn::memory::check_fits(bytes, &what).map_err(Error::Invalid)
 }
 
-/// Checks the sizes of everything `opts` holds against one another.
-fn check_options(opts: &SampleOptions) -> Result<()> {
+/// Checks the sizes of everything `opts` holds against one another, for images of `c`
+/// channels.
+fn check_options(opts: &SampleOptions, c: usize) -> Result<()> {
     let (n, s) = (opts.num_samples, opts.image_size);
     if n == 0 {
         return Err(Error::Invalid("num_samples must be at least 1".into()));
@@ -176,21 +196,21 @@ fn check_options(opts: &SampleOptions) -> Result<()> {
         return Err(Error::Invalid("batch_size must be at least 1".into()));
     }
     if let Some(noise) = &opts.init_noise
-        && noise.len() != n * 3 * s * s
+        && noise.len() != n * c * s * s
     {
         return Err(Error::Invalid(format!(
-            "the start noise holds {} values; [{n}, 3, {s}, {s}] needs {}",
+            "the start noise holds {} values; [{n}, {c}, {s}, {s}] needs {}",
             noise.len(),
-            n * 3 * s * s
+            n * c * s * s
         )));
     }
     if let Some((values, small)) = &opts.low_res
-        && values.len() != n * 3 * small * small
+        && values.len() != n * c * small * small
     {
         return Err(Error::Invalid(format!(
-            "{} low-resolution values given; [{n}, 3, {small}, {small}] needs {}",
+            "{} low-resolution values given; [{n}, {c}, {small}, {small}] needs {}",
             values.len(),
-            n * 3 * small * small
+            n * c * small * small
         )));
     }
     if let Some(sh) = opts.shard
@@ -239,22 +259,22 @@ impl BatchFile {
         }
     }
 
-    /// The batch's `b` images of side `s`, if a file of exactly that shape is there.
-    fn read(&self, b: usize, s: usize) -> Option<Vec<u8>> {
+    /// The batch's images `[b, s, s, c]`, if a file of exactly that shape is there.
+    fn read(&self, shape: [usize; 4]) -> Option<Vec<u8>> {
         let array = NpyArray::read(&self.path).ok()?;
         match array.data {
-            NpyData::U8(pixels) if array.shape == [b, s, s, 3] => Some(pixels),
+            NpyData::U8(pixels) if array.shape == shape => Some(pixels),
             _ => None,
         }
     }
 
     /// Keeps the batch's images (atomically, so that a kill never leaves half a batch).
-    fn write(&self, pixels: &[u8], b: usize, s: usize) -> Result<()> {
+    fn write(&self, pixels: &[u8], shape: [usize; 4]) -> Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let array = NpyArray {
-            shape: vec![b, s, s, 3],
+            shape: shape.to_vec(),
             data: NpyData::U8(pixels.to_vec()),
         };
         iddpm_checkpoint::write_atomic(&self.path, &array.to_bytes())?;
@@ -269,10 +289,12 @@ struct BatchSampler<'a> {
     opts: &'a SampleOptions,
     labels: Option<&'a [i64]>,
     device: &'a Device,
+    /// Channels of the images.
+    channels: usize,
 }
 
 impl BatchSampler<'_> {
-    /// Batch `k`, the samples `part`: its final x_0 `[b, 3, s, s]`.
+    /// Batch `k`, the samples `part`: its final x_0 `[b, C, s, s]`.
     fn sample_batch(
         &self,
         k: usize,
@@ -280,7 +302,7 @@ impl BatchSampler<'_> {
         on_step: &mut dyn FnMut(),
     ) -> Result<Tensor<4>> {
         let s = self.opts.image_size;
-        let shape = [part.len(), 3, s, s];
+        let shape = [part.len(), self.channels, s, s];
         let mut noise = batch_noise(self.opts.seed, k);
         let x_t = self.start_noise(part.clone(), &mut noise)?;
         let cond = self.conditioning(part);
@@ -303,10 +325,10 @@ impl BatchSampler<'_> {
     /// x_T of the samples `part`: the given start noise, or drawn from the batch's `noise`.
     fn start_noise(&self, part: Range<usize>, noise: &mut SeededNoise) -> Result<Tensor<4>> {
         let s = self.opts.image_size;
-        let shape = [part.len(), 3, s, s];
+        let shape = [part.len(), self.channels, s, s];
         Ok(match &self.opts.init_noise {
             Some(all) => {
-                let chw = 3 * s * s;
+                let chw = self.channels * s * s;
                 let values = all[part.start * chw..part.end * chw].to_vec();
                 Tensor::<4>::from_data(TensorData::new(values, shape), self.device)
             }
@@ -325,10 +347,10 @@ impl BatchSampler<'_> {
             None => Conditioning::none(),
         };
         if let Some((values, small)) = &self.opts.low_res {
-            let per = 3 * small * small;
+            let per = self.channels * small * small;
             let values = values[part.start * per..part.end * per].to_vec();
             cond.low_res = Some(Tensor::<4>::from_data(
-                TensorData::new(values, [b, 3, *small, *small]),
+                TensorData::new(values, [b, self.channels, *small, *small]),
                 self.device,
             ));
         }

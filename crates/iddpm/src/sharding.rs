@@ -19,8 +19,8 @@ pub fn gather_samples(
     if world == 1 {
         return Ok(Some(mine));
     }
-    let (h, w) = (mine.h, mine.w);
-    let per_image = h * w * 3;
+    let (h, w, c) = (mine.h, mine.w, mine.c);
+    let per_image = h * w * c;
     let with_labels = mine.labels.is_some();
     let mut bytes = mine.images;
     if let Some(l) = &mine.labels {
@@ -71,6 +71,7 @@ pub fn gather_samples(
     }
     Ok(Some(Samples {
         images,
+        c,
         labels: with_labels.then_some(labels),
         n,
         h,

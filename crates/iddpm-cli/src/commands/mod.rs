@@ -72,14 +72,17 @@ fn utc_stamp(secs: u64) -> String {
 pub const EMBEDDED_HELDOUT: usize = 1000;
 
 /// The embedded Fashion-MNIST split into training images and the [`EMBEDDED_HELDOUT`] held-out
-/// ones; `size` must be its 32×32.
-pub fn embedded_split(size: usize) -> anyhow::Result<(InMemoryDataset, InMemoryDataset)> {
+/// ones, with `channels` copies of the grey values (1: greyscale); `size` must be its 32×32.
+pub fn embedded_split(
+    size: usize,
+    channels: usize,
+) -> anyhow::Result<(InMemoryDataset, InMemoryDataset)> {
     if size != fashion_mnist::RESOLUTION {
         anyhow::bail!(
             "the embedded Fashion-MNIST images are 32x32: pass --image_size 32 (or --data_dir for other data); got {size}"
         );
     }
-    let mut train = fashion_mnist::embedded()?;
+    let mut train = fashion_mnist::embedded_with_channels(channels)?;
     let heldout = train.split_off(EMBEDDED_HELDOUT);
     Ok((train, heldout))
 }
@@ -94,17 +97,17 @@ pub fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `samples_{N}x{H}x{W}x3.npz` (`arr_0` uint8 NHWC, `arr_1` labels when there are any)
+/// Writes `samples_{N}x{H}x{W}x{C}.npz` (`arr_0` uint8 NHWC, `arr_1` labels when there are any)
 /// and a PNG grid of the first `shown` images into `dir`; returns both paths.
 pub fn write_samples(
     dir: &Path,
     samples: Samples,
     shown: usize,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let (n, h, w) = (samples.n, samples.h, samples.w);
-    let stem = format!("samples_{n}x{h}x{w}x3");
+    let (n, h, w, c) = (samples.n, samples.h, samples.w, samples.c);
+    let stem = format!("samples_{n}x{h}x{w}x{c}");
     let images = NpyArray {
-        shape: vec![n, h, w, 3],
+        shape: vec![n, h, w, c],
         data: NpyData::U8(samples.images),
     };
     let labels = samples.labels.map(|l| NpyArray {
@@ -122,7 +125,8 @@ pub fn write_samples(
     };
     let shown = n.min(shown);
     let png = dir.join(format!("{stem}.png"));
-    save_grid(&png, &pixels[..shown * h * w * 3], shown, h, w)?;
+    let rgb = iddpm::io::as_rgb(&pixels[..shown * h * w * c], c);
+    save_grid(&png, &rgb, shown, h, w)?;
     Ok((npz, png))
 }
 

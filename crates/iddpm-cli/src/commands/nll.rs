@@ -43,7 +43,7 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
     let size = args.model.image_size;
     let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
-    let data = test_data(args, size, spec.model.class_cond)?;
+    let data = test_data(args, size, &spec.model)?;
     let output_dir = output_dir_of(&args.run, "nll", &group)?;
     let (model, diffusion) = args.run.load_model(&spec, &device)?;
     let n = args.num_samples.min(data.len());
@@ -87,13 +87,18 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
 }
 
 /// `--data_dir`, or the embedded Fashion-MNIST's held-out split.
-fn test_data(args: &NllArgs, size: usize, class_cond: bool) -> anyhow::Result<Box<dyn Dataset>> {
+fn test_data(
+    args: &NllArgs,
+    size: usize,
+    model: &iddpm::nn::ModelFlags,
+) -> anyhow::Result<Box<dyn Dataset>> {
     Ok(match &args.data_dir {
         Some(dir) => Box::new(
-            ImageFolder::open(dir, size, class_cond)
+            ImageFolder::open(dir, size, model.class_cond)
+                .and_then(|f| f.with_channels(model.image_channels))
                 .with_context(|| format!("reading --data_dir {}", dir.display()))?,
         ),
-        None => Box::new(embedded_split(size)?.1),
+        None => Box::new(embedded_split(size, model.image_channels)?.1),
     })
 }
 

@@ -25,7 +25,7 @@ pub struct SampleArgs {
     /// Class labels: a comma list ("3,3,7") or a .npy file; one label applies to all samples.
     #[arg(long = "labels")]
     pub labels: Option<String>,
-    /// Start noise x_T as a .npy file of shape [N, 3, H, W] float32.
+    /// Start noise x_T as a .npy file of shape [N, C, H, W] float32.
     #[arg(long = "init_noise", alias = "init-noise")]
     pub init_noise: Option<PathBuf>,
     /// Run the UNet's torso in f16 (guided-diffusion's sampling flag; for CUDA devices).
@@ -80,7 +80,10 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         None => None,
     };
     let init_noise = match &args.init_noise {
-        Some(path) => Some(read_init_noise(path, [args.num_samples, 3, size, size])?),
+        Some(path) => Some(read_init_noise(
+            path,
+            [args.num_samples, args.model.image_channels, size, size],
+        )?),
         None => None,
     };
     let output_dir = output_dir_of(&args.run, "sample", &group)?;
@@ -145,7 +148,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     Ok(group.finish()?)
 }
 
-/// `--init_noise`: x_T for every sample, float32 of shape `want` ([N, 3, H, W]).
+/// `--init_noise`: x_T for every sample, float32 of shape `want` ([N, C, H, W]).
 fn read_init_noise(path: &Path, want: [usize; 4]) -> anyhow::Result<Vec<f32>> {
     let array = NpyArray::read(path)?;
     if array.shape != want {

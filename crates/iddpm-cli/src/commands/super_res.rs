@@ -83,7 +83,7 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
 
 /// The low-resolution images to upsample, as the model's conditioning input.
 struct BaseSamples {
-    /// `[N, 3, s, s]` in [-1, 1].
+    /// `[N, C, s, s]` in [-1, 1].
     low_res: Vec<f32>,
     /// `arr_1`, for a class-conditional model.
     labels: Option<Vec<i64>>,
@@ -91,8 +91,8 @@ struct BaseSamples {
     count: usize,
 }
 
-/// Reads `--base_samples` (`arr_0` uint8 `[N, s, s, 3]`, `arr_1` labels) and checks it
-/// against `--small_size`, `--num_samples` and `--class_cond`.
+/// Reads `--base_samples` (`arr_0` uint8 `[N, s, s, C]`, `arr_1` labels) and checks it
+/// against `--small_size`, `--image_channels`, `--num_samples` and `--class_cond`.
 fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
     let file = args.base_samples.display();
     let arrays =
@@ -104,13 +104,16 @@ fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
     };
     let [count, h, w, c] = images.shape[..] else {
         bail!(
-            "{file}: arr_0 has shape {:?}, expected [N, H, W, 3]",
+            "{file}: arr_0 has shape {:?}, expected [N, H, W, C]",
             images.shape
         );
     };
-    let s = args.small_size;
-    if (h, w, c) != (s, s, 3) {
-        bail!("{file}: images are {h}x{w}x{c}, --small_size {s} needs {s}x{s}x3");
+    let (s, want_c) = (args.small_size, args.model.image_channels);
+    if (h, w, c) != (s, s, want_c) {
+        bail!(
+            "{file}: images are {h}x{w}x{c}, --small_size {s} and --image_channels {want_c} \
+             need {s}x{s}x{want_c}"
+        );
     }
     let n = args.num_samples.unwrap_or(count).min(count);
     if n == 0 {
@@ -128,20 +131,20 @@ fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
         None
     };
     Ok(BaseSamples {
-        low_res: nhwc_u8_to_nchw_unit(&pixels[..n * s * s * 3], n, s),
+        low_res: nhwc_u8_to_nchw_unit(&pixels[..n * s * s * c], n, s, c),
         labels,
         count: n,
     })
 }
 
-/// `[n, s, s, 3]` uint8 pixels → `[n, 3, s, s]` floats in [-1, 1].
-fn nhwc_u8_to_nchw_unit(pixels: &[u8], n: usize, s: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * 3 * s * s];
+/// `[n, s, s, c]` uint8 pixels → `[n, c, s, s]` floats in [-1, 1].
+fn nhwc_u8_to_nchw_unit(pixels: &[u8], n: usize, s: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * c * s * s];
     for b in 0..n {
         for p in 0..s * s {
-            for ch in 0..3 {
-                out[(b * 3 + ch) * s * s + p] =
-                    pixels[(b * s * s + p) * 3 + ch] as f32 / 127.5 - 1.0;
+            for ch in 0..c {
+                out[(b * c + ch) * s * s + p] =
+                    pixels[(b * s * s + p) * c + ch] as f32 / 127.5 - 1.0;
             }
         }
     }

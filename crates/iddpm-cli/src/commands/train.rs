@@ -147,7 +147,7 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let gflop = unet.forward_flops(size) / 1e9;
     let log_dir = log_dir(args, super_res, world_size);
     ensure_writable_dir(&log_dir)?;
-    let (train_data, heldout) = training_data(args, size, spec.model.class_cond)?;
+    let (train_data, heldout) = training_data(args, size, &spec.model)?;
     let opts = train_options(args, log_dir.clone(), small_size)?;
     let mut trainer = Trainer::new(
         unet,
@@ -333,17 +333,19 @@ fn report_heldout_bpd(
 fn training_data(
     args: &TrainArgs,
     size: usize,
-    class_cond: bool,
+    model: &iddpm::nn::ModelFlags,
 ) -> anyhow::Result<(Box<dyn Dataset>, Option<InMemoryDataset>)> {
+    let channels = model.image_channels;
     Ok(match &args.data_dir {
         Some(dir) => {
-            let folder = ImageFolder::open(dir, size, class_cond)
+            let folder = ImageFolder::open(dir, size, model.class_cond)
+                .and_then(|f| f.with_channels(channels))
                 .with_context(|| format!("reading --data_dir {}", dir.display()))?;
             println!("data: {} images in {}", folder.len(), dir.display());
             (Box::new(folder), None)
         }
         None => {
-            let (train, heldout) = embedded_split(size)?;
+            let (train, heldout) = embedded_split(size, channels)?;
             println!(
                 "data: embedded Fashion-MNIST, {} training and {} held-out images",
                 train.len(),

@@ -133,7 +133,12 @@ fn check_step_fits(
     } else {
         opts.microbatch
     } as u64;
-    let pixels = (3 * resolution * resolution) as u64;
+    let channels = if opts.small_size.is_some() {
+        config.in_channels / 2
+    } else {
+        config.in_channels
+    };
+    let pixels = (channels * resolution * resolution) as u64;
     let bytes = micro
         .saturating_mul(config.activation_bytes(resolution, true))
         .saturating_add((opts.batch_size as u64).saturating_mul(pixels * 8));
@@ -177,11 +182,19 @@ fn check_options(opts: &TrainOptions, unet_config: &UNetConfig, data: &dyn Datas
             "small_size {small} must divide the resolution {resolution}"
         )));
     }
-    let expect_in = if opts.small_size.is_some() { 6 } else { 3 };
+    let c = data.channels();
+    let expect_in = if opts.small_size.is_some() { 2 * c } else { c };
     if unet_config.in_channels != expect_in {
-        return Err(TrainError::Config(
-            "super-resolution training needs the super-resolution network".into(),
-        ));
+        let what = if opts.small_size.is_some() {
+            format!("the super-resolution network for {c}-channel images")
+        } else {
+            format!("a network for {c}-channel images")
+        };
+        return Err(TrainError::Config(format!(
+            "the data have {c} channels per image, so training needs {what} ({expect_in} \
+             input channels, --image_channels {c}); this network takes {}",
+            unet_config.in_channels
+        )));
     }
     unet_config.check_image_size(resolution)?;
     if data.len() < opts.batch_size {
@@ -369,7 +382,7 @@ impl<'d> Trainer<'d> {
 
     /// Channels of the images trained on (the super-resolution network also takes the
     /// upsampled low-resolution image).
-    fn image_channels(&self) -> usize {
+    pub(crate) fn image_channels(&self) -> usize {
         let inputs = self.unet_config.in_channels;
         if self.opts.small_size.is_some() {
             inputs / 2

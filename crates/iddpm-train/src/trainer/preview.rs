@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use iddpm_data::pictures::{save_grid_with_columns, to_uint8_nhwc};
+use iddpm_data::pictures::{as_rgb, save_grid_with_columns, to_uint8_nhwc};
 use iddpm_diffusion::{Conditioning, SampleRequest, SeededNoise};
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::UNetModel;
@@ -53,21 +53,22 @@ impl Trainer<'_> {
         let cond = self.preview_conditioning(n, originals.as_ref());
         // A few steps over the respaced timesteps.
         let sampler = self.opts.preview_sampler;
+        let c = self.image_channels();
         let model = self.inference_model()?;
         let mut noise = SeededNoise::new(12345);
-        let request = SampleRequest::new(sampler, [n, 3, r, r], &cond, &mut noise, &device);
+        let request = SampleRequest::new(sampler, [n, c, r, r], &cond, &mut noise, &device);
         let x = diffusion.sample_loop(model, request)?;
-        let samples = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
+        let samples = as_rgb(&to_uint8_nhwc(&to_f32_vec(x), n, c, r, r), c);
         match (originals, cond.low_res) {
             (Some((x, _)), Some(low)) => {
                 let small = low.dims()[2];
                 let blown = nearest_upsample(
-                    &to_uint8_nhwc(&to_f32_vec(low), n, 3, small, small),
+                    &as_rgb(&to_uint8_nhwc(&to_f32_vec(low), n, c, small, small), c),
                     n,
                     small,
                     r,
                 );
-                let truth = to_uint8_nhwc(&to_f32_vec(x), n, 3, r, r);
+                let truth = as_rgb(&to_uint8_nhwc(&to_f32_vec(x), n, c, r, r), c);
                 let rows = interleave(&[&blown, &samples, &truth], n);
                 save_grid_with_columns(path, &rows, 3 * n, r, r, Some(3))?;
             }
@@ -76,19 +77,20 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// The first `n` training images (repeated if the data has fewer) as `[n, 3, r, r]`, with
+    /// The first `n` training images (repeated if the data has fewer) as `[n, C, r, r]`, with
     /// their labels (or 0..9 in turn for unlabelled data).
     fn first_training_images(&self, n: usize) -> Result<(Tensor<4>, Vec<i64>)> {
         let r = self.resolution;
         let data = self.loader.data();
-        let mut values = Vec::with_capacity(n * 3 * r * r);
+        let c = self.image_channels();
+        let mut values = Vec::with_capacity(n * c * r * r);
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
             let (image, label) = data.get(i % data.len())?;
             values.extend(image);
             labels.push(label.unwrap_or((i % 10) as i64));
         }
-        let images = Tensor::<4>::from_data(TensorData::new(values, [n, 3, r, r]), &self.device);
+        let images = Tensor::<4>::from_data(TensorData::new(values, [n, c, r, r]), &self.device);
         Ok((images, labels))
     }
 

@@ -42,6 +42,8 @@ pub fn spec_from_reference(meta: &Value) -> Result<ModelSpec> {
     };
     let model = ModelFlags {
         image_size,
+        // The reference scripts build RGB networks.
+        image_channels: flag_usize(kw, "image_channels", 3),
         num_channels: flag_usize(kw, "num_channels", d.num_channels),
         num_res_blocks: flag_usize(kw, "num_res_blocks", d.num_res_blocks),
         num_heads: flag_usize(kw, "num_heads", d.num_heads),
