@@ -1,7 +1,8 @@
 //! Building a diffusion from the reference's flags (`create_gaussian_diffusion`).
 
-use crate::error::Result;
+use crate::error::{DiffusionError, Result};
 use crate::gaussian_diffusion::GaussianDiffusion;
+use crate::logsnr_grid::logsnr_timesteps;
 use crate::options::{LossType, ModelMeanType, ModelVarType};
 use crate::respace::respacing_timesteps;
 use crate::schedule::BetaSchedule;
@@ -83,7 +84,10 @@ impl DiffusionConfig {
     /// The diffusion with another respacing (e.g. training with all steps, sampling with 50).
     pub fn build_with_respacing(&self, respacing: &str) -> Result<GaussianDiffusion> {
         let betas = self.noise_schedule.betas(self.diffusion_steps)?;
-        let keep = respacing_timesteps(self.diffusion_steps, respacing)?;
+        let keep = match respacing.trim().strip_prefix("logsnr") {
+            Some(count) => self.logsnr_grid(&betas, count, respacing)?,
+            None => respacing_timesteps(self.diffusion_steps, respacing)?,
+        };
         GaussianDiffusion::spaced(
             betas,
             &keep,
@@ -92,5 +96,28 @@ impl DiffusionConfig {
             self.loss_type(),
             self.rescale_timesteps,
         )
+    }
+
+    /// `logsnrN`: the timesteps of a grid uniform in log-SNR ([`crate::logsnr_grid`]).
+    fn logsnr_grid(&self, betas: &[f64], count: &str, spec: &str) -> Result<Vec<usize>> {
+        let err = |reason: String| DiffusionError::InvalidRespacing {
+            spec: spec.to_string(),
+            num_timesteps: self.diffusion_steps,
+            reason,
+        };
+        let n: usize = count.parse().map_err(|_| {
+            err(format!(
+                "{count:?} is not a step count; write \"logsnrN\" with N a positive integer"
+            ))
+        })?;
+        let mut acc = 1.0;
+        let alphas_cumprod: Vec<f64> = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        logsnr_timesteps(&alphas_cumprod, n).map_err(err)
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod gaussian_diffusion;
 pub mod likelihood;
+pub mod logsnr_grid;
 pub mod losses;
 pub mod model;
 pub mod noise;
