@@ -143,9 +143,19 @@ fn fid_precision_recall_between_two_sets() {
         json.contains("\"precision\"") && json.contains("\"recall\""),
         "{json}"
     );
-    // A set against itself: FID ≈ 0, precision = recall = 1.
+    let sfid = |json: &str| -> f64 {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert!(v["inception_score"].is_null(), "{json}");
+        v["sfid"].as_f64().unwrap()
+    };
+    assert!(
+        sfid(&json) > 1.0,
+        "different sets differ in sFID too: {json}"
+    );
+    // A set against itself: FID ≈ 0, sFID ≈ 0, precision = recall = 1.
     let (json, fid) = eval_json(&w, &a, &a, &out);
     assert!(fid.abs() < 1e-2, "{json}");
+    assert!(sfid(&json).abs() < 1e-2, "{json}");
     assert!(
         json.contains("\"precision\": 1") && json.contains("\"recall\": 1"),
         "{json}"
@@ -236,6 +246,20 @@ fn reference_statistics_are_cached_and_can_be_given_alone() {
         "{fid} vs {fid_ab}"
     );
     assert!(json.contains("\"precision\": null"), "{json}");
+    assert!(
+        json.contains("\"sfid\": null"),
+        "no mu_s/sigma_s given: {json}"
+    );
+    // With the spatial statistics too (as guided-diffusion's reference batches), the sFID.
+    let with_spatial = dir.join("a_stats_spatial.npz");
+    let arrays = ["mu", "sigma", "mu_s", "sigma_s"].map(|k| (k, get(k)));
+    let refs: Vec<(&str, &iddpm::io::NpyArray)> = arrays.iter().map(|(k, a)| (*k, a)).collect();
+    write_npz(&with_spatial, &refs).unwrap();
+    let (json, _) = eval_json_with_home(&w, &with_spatial, &b, &out, Some(&home));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let (full, _) = eval_json_with_home(&w, &a, &b, &out, Some(&home));
+    let full: serde_json::Value = serde_json::from_str(&full).unwrap();
+    assert_eq!(v["sfid"], full["sfid"], "{json}");
     assert_eq!(
         cached_files(&home).len(),
         2,

@@ -454,3 +454,24 @@ fn uniform_sampler_weights_are_one_and_resampler_starts_uniform() {
     let frac2 = ts.iter().filter(|&&t| t == 2).count() as f64 / ts.len() as f64;
     assert!((frac2 - 4.0 / 7.0).abs() < 0.02, "timestep 2 drawn {frac2}");
 }
+
+#[test]
+fn logsnr_respacing_builds_a_diffusion_of_that_many_steps() {
+    let config = DiffusionConfig {
+        diffusion_steps: 1000,
+        ..DiffusionConfig::default()
+    };
+    let d = config.build_with_respacing("logsnr20").unwrap();
+    assert_eq!(d.num_timesteps(), 20);
+    assert_eq!((d.timestep_map()[0], d.timestep_map()[19]), (0, 999));
+    let err = config
+        .build_with_respacing("logsnrx")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("logsnrN"), "{err}");
+    let err = config
+        .build_with_respacing("logsnr1001")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("between 1 and 1000"), "{err}");
+}

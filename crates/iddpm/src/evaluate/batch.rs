@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use iddpm_eval::fid_inception::FidInception;
+use iddpm_eval::fid_inception::{FidInception, SPATIAL_FEATURES};
 
 use super::FEATURES;
 use crate::error::{Error, Result};
@@ -97,23 +97,35 @@ fn at_least_two(batch: ImageBatch, path: &Path) -> Result<ImageBatch> {
     Ok(batch)
 }
 
-/// Pool3 features `[n, 2048]` of a batch, `batch_size` images at a time.
+/// The two feature sets of a batch's images.
+pub struct BatchFeatures {
+    /// Pool3 features `[n, 2048]` (FID, precision, recall).
+    pub pool: Vec<f32>,
+    /// Spatial features `[n, 2023]` (sFID: `mixed_6/conv`, 7 channels at 17×17).
+    pub spatial: Vec<f32>,
+}
+
+/// The features of a batch, `batch_size` images at a time.
 pub fn batch_features(
     net: &FidInception,
     batch: &ImageBatch,
     batch_size: usize,
     progress: &mut dyn FnMut(usize),
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(batch.count * FEATURES);
+) -> BatchFeatures {
+    let mut pool = Vec::with_capacity(batch.count * FEATURES);
+    let mut spatial = Vec::with_capacity(batch.count * SPATIAL_FEATURES);
     let mut done = 0;
     for (pixels, n, h, w) in &batch.groups {
         let per = h * w * 3;
         for start in (0..*n).step_by(batch_size.max(1)) {
             let b = batch_size.max(1).min(n - start);
-            out.extend(net.features_uint8(&pixels[start * per..(start + b) * per], b, *h, *w));
+            let images = &pixels[start * per..(start + b) * per];
+            let (p, s) = net.features_and_spatial_uint8(images, b, *h, *w);
+            pool.extend(p);
+            spatial.extend(s);
             done += b;
             progress(done);
         }
     }
-    out
+    BatchFeatures { pool, spatial }
 }

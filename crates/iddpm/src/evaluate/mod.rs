@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use iddpm_eval::fid_inception::FidInception;
+use iddpm_eval::fid_inception::{FidInception, SPATIAL_FEATURES};
 use iddpm_eval::nvidia_weights::load_inception_weights;
 use iddpm_eval::{FeatureStats, ResampledFid, fid, precision_recall, standard_deviation};
 
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 mod batch;
 mod reference;
 
-pub use batch::{ImageBatch, batch_features, load_batch};
+pub use batch::{BatchFeatures, ImageBatch, batch_features, load_batch};
 pub use reference::Reference;
 
 /// Inception pool3 features per image.
@@ -60,6 +60,9 @@ pub fn find_inception_weights(explicit: Option<&Path>) -> Result<PathBuf> {
 pub struct EvalReport {
     /// Fréchet distance.
     pub fid: f64,
+    /// sFID: the Fréchet distance of the spatial features (None when the reference is a
+    /// statistics file without `mu_s`/`sigma_s`).
+    pub sfid: Option<f64>,
     /// Standard deviation of the FID over bootstrap resamples of the samples (None when no
     /// resamples were asked for): how far the FID would move with another draw of samples.
     pub fid_std: Option<f64>,
@@ -105,7 +108,10 @@ pub fn evaluate(
     let net = FidInception::from_state_dict(&dict, device).map_err(|e| Error::file(weights, e))?;
     let reference = inputs.reference.into_stats(&net, batch_size, progress)?;
     let m = inputs.samples.count;
-    let features = batch_features(&net, &inputs.samples, batch_size, &mut |d| {
+    let BatchFeatures {
+        pool: features,
+        spatial,
+    } = batch_features(&net, &inputs.samples, batch_size, &mut |d| {
         progress("samples", d, m)
     });
     let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
@@ -113,6 +119,13 @@ pub fn evaluate(
     let stats = FeatureStats::from_features(&as64, m, FEATURES)
         .ok_or_else(|| Error::Invalid("the samples: too few images".into()))?;
     let fid = fid(&reference.stats, &stats);
+    let sfid = reference.spatial.as_ref().and_then(|r| {
+        progress("sFID", 0, 1);
+        let s64: Vec<f64> = spatial.iter().map(|&v| v as f64).collect();
+        let s = FeatureStats::from_features(&s64, m, SPATIAL_FEATURES)?;
+        progress("sFID", 1, 1);
+        Some(iddpm_eval::fid(r, &s))
+    });
     let fid_std = match fid_resamples {
         0 => None,
         count => bootstrap_fids(&reference.stats, &as64, m, count, progress)
@@ -127,6 +140,7 @@ pub fn evaluate(
     };
     Ok(EvalReport {
         fid,
+        sfid,
         fid_std,
         precision,
         recall,

@@ -7,7 +7,7 @@ use std::time::UNIX_EPOCH;
 use iddpm_checkpoint::FileDigest;
 use iddpm_data::list_image_files;
 use iddpm_eval::FeatureStats;
-use iddpm_eval::fid_inception::FidInception;
+use iddpm_eval::fid_inception::{FidInception, SPATIAL_FEATURES};
 
 use super::FEATURES;
 use super::batch::{ImageBatch, batch_features, batch_from_arrays, load_batch};
@@ -16,12 +16,15 @@ use crate::io::{NpyArray, NpyData, read_npz, write_npz};
 
 /// A reference batch as read from disk, before any network runs.
 pub enum Reference {
-    /// `mu`/`sigma` of a statistics file: enough for the FID, not for precision and recall.
-    Stats(FeatureStats),
+    /// `mu`/`sigma` of a statistics file (and `mu_s`/`sigma_s`, as guided-diffusion's
+    /// reference batches have, for sFID): enough for the FID, not for precision and recall.
+    Stats(FeatureStats, Option<FeatureStats>),
     /// Statistics and features an earlier run computed for this file.
     Cached {
         /// Their mean and covariance.
         stats: FeatureStats,
+        /// The spatial features' mean and covariance.
+        spatial: FeatureStats,
         /// Pool features `[n, 2048]`.
         features: Vec<f32>,
     },
@@ -40,6 +43,7 @@ pub enum Reference {
 /// Reference statistics, with the features precision and recall need where there are any.
 pub(super) struct RefStats {
     pub stats: FeatureStats,
+    pub spatial: Option<FeatureStats>,
     pub features: Option<Vec<f32>>,
     pub count: usize,
 }
@@ -49,9 +53,13 @@ impl Reference {
     /// npz (statistics or images) or the image folder.
     pub fn load(path: &Path) -> Result<Self> {
         let cache = cache_path(path);
-        if let Some((stats, features)) = cache.as_deref().and_then(cached_reference) {
+        if let Some((stats, spatial, features)) = cache.as_deref().and_then(cached_reference) {
             mark_used(cache.as_deref());
-            return Ok(Self::Cached { stats, features });
+            return Ok(Self::Cached {
+                stats,
+                spatial,
+                features,
+            });
         }
         if path.is_dir() {
             let batch = load_batch(path)?;
@@ -62,7 +70,8 @@ impl Reference {
         if !arrays.iter().any(|(n, _)| n == "arr_0")
             && let Some(stats) = stats_from_npz(&arrays, path)?
         {
-            return Ok(Self::Stats(stats));
+            let spatial = spatial_stats_from_npz(&arrays, path)?;
+            return Ok(Self::Stats(stats, spatial));
         }
         let batch = batch_from_arrays(&arrays, path)?;
         let path = path.to_path_buf();
@@ -77,16 +86,22 @@ impl Reference {
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<RefStats> {
         match self {
-            Self::Stats(stats) => Ok(RefStats {
+            Self::Stats(stats, spatial) => Ok(RefStats {
                 stats,
+                spatial,
                 features: None,
                 count: 0,
             }),
-            Self::Cached { stats, features } => {
+            Self::Cached {
+                stats,
+                spatial,
+                features,
+            } => {
                 let count = features.len() / FEATURES;
                 progress("reference (cached)", count, count);
                 Ok(RefStats {
                     stats,
+                    spatial: Some(spatial),
                     features: Some(features),
                     count,
                 })
@@ -108,46 +123,71 @@ fn image_stats(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<RefStats> {
     let n = batch.count;
-    let features = batch_features(net, batch, batch_size, &mut |d| progress("reference", d, n));
-    let as64: Vec<f64> = features.iter().map(|&v| v as f64).collect();
-    let stats = FeatureStats::from_features(&as64, n, FEATURES)
-        .ok_or_else(|| Error::file(path, "too few images"))?;
+    let all = batch_features(net, batch, batch_size, &mut |d| progress("reference", d, n));
+    let stats_of = |values: &[f32], d: usize| {
+        let as64: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        FeatureStats::from_features(&as64, n, d).ok_or_else(|| Error::file(path, "too few images"))
+    };
+    let stats = stats_of(&all.pool, FEATURES)?;
+    let spatial = stats_of(&all.spatial, SPATIAL_FEATURES)?;
     if let Some(cache) = cache {
-        write_cache(cache, &stats, &features, n);
+        write_cache(cache, &stats, &spatial, &all.pool, n);
     }
     Ok(RefStats {
         stats,
-        features: Some(features),
+        spatial: Some(spatial),
+        features: Some(all.pool),
         count: n,
     })
 }
 
 /// Keeps statistics and features for the next run; a cache that cannot be written only costs
 /// that run the time to compute them again.
-fn write_cache(cache: &Path, stats: &FeatureStats, features: &[f32], n: usize) {
+fn write_cache(
+    cache: &Path,
+    stats: &FeatureStats,
+    spatial: &FeatureStats,
+    features: &[f32],
+    n: usize,
+) {
     if let Some(dir) = cache.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let mu = NpyArray {
-        shape: vec![FEATURES],
-        data: NpyData::F64(stats.mu.as_slice().to_vec()),
-    };
-    // nalgebra stores column-major; sigma is symmetric, so the order does not matter.
-    let sigma = NpyArray {
-        shape: vec![FEATURES, FEATURES],
-        data: NpyData::F64(stats.sigma.as_slice().to_vec()),
-    };
+    let (mu, sigma) = stats_arrays(stats);
+    let (mu_s, sigma_s) = stats_arrays(spatial);
     let feats = NpyArray {
         shape: vec![n, FEATURES],
         data: NpyData::F32(features.to_vec()),
     };
     let _ = write_npz(
         cache,
-        &[("mu", &mu), ("sigma", &sigma), ("features", &feats)],
+        &[
+            ("mu", &mu),
+            ("sigma", &sigma),
+            ("mu_s", &mu_s),
+            ("sigma_s", &sigma_s),
+            ("features", &feats),
+        ],
     );
     if let Some(dir) = cache.parent() {
         prune_cache(dir, KEPT_REFERENCES);
     }
+}
+
+/// `mu` and `sigma` as arrays (nalgebra stores column-major; sigma is symmetric, so the order
+/// does not matter).
+fn stats_arrays(stats: &FeatureStats) -> (NpyArray, NpyArray) {
+    let d = stats.mu.len();
+    (
+        NpyArray {
+            shape: vec![d],
+            data: NpyData::F64(stats.mu.as_slice().to_vec()),
+        },
+        NpyArray {
+            shape: vec![d, d],
+            data: NpyData::F64(stats.sigma.as_slice().to_vec()),
+        },
+    )
 }
 
 /// Cache entries kept: each holds a 2048 × 2048 covariance (32 MiB) and the features, so the
@@ -234,13 +274,42 @@ fn stats_from_npz(arrays: &[(String, NpyArray)], path: &Path) -> Result<Option<F
     }))
 }
 
-/// A cache entry's statistics and features, if it is whole (a damaged one is recomputed).
-fn cached_reference(path: &Path) -> Option<(FeatureStats, Vec<f32>)> {
+/// `mu_s`/`sigma_s` of a statistics file (sFID's spatial features): None when it has none, an
+/// error naming the file when their shapes are not `[2023]`, `[2023, 2023]`.
+fn spatial_stats_from_npz(
+    arrays: &[(String, NpyArray)],
+    path: &Path,
+) -> Result<Option<FeatureStats>> {
+    let get = |k: &str| arrays.iter().find(|(n, _)| n == k).map(|(_, a)| a);
+    let (Some(mu), Some(sigma)) = (get("mu_s"), get("sigma_s")) else {
+        return Ok(None);
+    };
+    let d = SPATIAL_FEATURES;
+    if mu.shape != [d] || sigma.shape != [d, d] {
+        return Err(Error::file(
+            path,
+            format!(
+                "mu_s {:?} and sigma_s {:?} must have the shapes of the spatial features, \
+                 [{d}] and [{d}, {d}]",
+                mu.shape, sigma.shape
+            ),
+        ));
+    }
+    Ok(Some(FeatureStats {
+        mu: nalgebra::DVector::from_vec(mu.to_f64()),
+        sigma: nalgebra::DMatrix::from_row_slice(d, d, &sigma.to_f64()),
+    }))
+}
+
+/// A cache entry's statistics (pool and spatial) and features, if it is whole (a damaged
+/// one, or one written before sFID, is recomputed).
+fn cached_reference(path: &Path) -> Option<(FeatureStats, FeatureStats, Vec<f32>)> {
     let arrays = read_npz(path).ok()?;
     let stats = stats_from_npz(&arrays, path).ok()??;
+    let spatial = spatial_stats_from_npz(&arrays, path).ok()??;
     let (_, features) = arrays.iter().find(|(n, _)| n == "features")?;
     let count = features.shape.first().copied()?;
-    (count >= 2 && features.shape == [count, FEATURES]).then(|| (stats, features.to_f32()))
+    (count >= 2 && features.shape == [count, FEATURES]).then(|| (stats, spatial, features.to_f32()))
 }
 
 #[cfg(test)]
@@ -268,7 +337,10 @@ mod tests {
         };
         write_npz(&path, &[("mu", &mu), ("sigma", &sigma)]).unwrap();
         match Reference::load(&path).unwrap() {
-            Reference::Stats(stats) => assert_eq!(stats.mu[7], 0.5),
+            Reference::Stats(stats, spatial) => {
+                assert_eq!(stats.mu[7], 0.5);
+                assert!(spatial.is_none());
+            }
             _ => panic!("a mu/sigma file must load as statistics"),
         }
     }
