@@ -138,6 +138,8 @@ pub const SPATIAL_FEATURES: usize = SPATIAL_CHANNELS * 17 * 17;
 /// The FID Inception of pytorch-fid, ready to extract pool3 features.
 pub struct FidInception {
     convs: HashMap<String, BasicConv>,
+    /// The logits layer's weight transposed, `[2048, classes]`, when the weights have one.
+    logits: Option<Tensor<2>>,
     device: Device,
 }
 
@@ -194,10 +196,38 @@ impl FidInception {
                 },
             );
         }
+        let logits = match dict.get(crate::nvidia_weights::LOGITS_WEIGHT) {
+            Some(w) if w.shape.len() == 2 && w.shape[1] == 2048 => {
+                let weight: Tensor<2> = Tensor::from_data(
+                    TensorData::new(w.values.clone(), [w.shape[0], w.shape[1]]),
+                    device,
+                );
+                Some(weight.transpose())
+            }
+            Some(w) => {
+                return Err(format!(
+                    "{}: shape {:?}, expected [classes, 2048]",
+                    crate::nvidia_weights::LOGITS_WEIGHT,
+                    w.shape
+                ));
+            }
+            None => None,
+        };
         Ok(Self {
             convs,
+            logits,
             device: device.clone(),
         })
+    }
+
+    /// The logits `[n, classes]` of pool features `[n, 2048]` (no bias, as guided-diffusion's
+    /// evaluator takes them), when the weights include the logits layer.
+    pub fn logits(&self, pool: &[f32], n: usize) -> Option<(Vec<f32>, usize)> {
+        let w = self.logits.as_ref()?;
+        let classes = w.dims()[1];
+        let x: Tensor<2> =
+            Tensor::from_data(TensorData::new(pool.to_vec(), [n, 2048]), &self.device);
+        Some((to_f32_vec(x.matmul(w.clone())), classes))
     }
 
     fn c(&self, name: &str, x: Tensor<4>) -> Tensor<4> {

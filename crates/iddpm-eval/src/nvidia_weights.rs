@@ -79,6 +79,9 @@ fn branches(kind: char) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// The name the logits layer's weight `[1008, 2048]` gets (NVIDIA's `output.weight`).
+pub const LOGITS_WEIGHT: &str = "logits.weight";
+
 /// Renames NVIDIA's tensors (`[net.]layers.<block>...{weight,beta,mean,var}`) to pytorch-fid's.
 pub fn nvidia_to_pytorch_fid(tensors: &StateDict) -> Result<StateDict, String> {
     let prefix = ["net.layers.", "layers."]
@@ -86,6 +89,11 @@ pub fn nvidia_to_pytorch_fid(tensors: &StateDict) -> Result<StateDict, String> {
         .find(|p| tensors.get(&format!("{p}conv.weight")).is_some())
         .ok_or("no layers.conv.weight: not NVIDIA's FID Inception")?;
     let mut out = StateDict::new();
+    // The 1008-way logits layer of NVIDIA's full network (default_1.pt has none).
+    let root = prefix.trim_end_matches("layers.");
+    if let Some(w) = tensors.get(&format!("{root}output.weight")) {
+        out.insert(LOGITS_WEIGHT, w.shape.clone(), w.values.clone());
+    }
     for (src_block, dst_block, kind) in BLOCKS {
         for (src, dst) in branches(kind) {
             let s = if src.is_empty() {

