@@ -56,7 +56,7 @@ mod tests {
         }
         assert!((inception_score(&logits, 8, 4, 5000) - 4.0).abs() < 1e-9);
         // The same prediction for every image: no information, score 1.
-        let same = vec![1.0f32, 2.0, 3.0, 4.0].repeat(8);
+        let same = [1.0f32, 2.0, 3.0, 4.0].repeat(8);
         assert!((inception_score(&same, 8, 4, 5000) - 1.0).abs() < 1e-12);
     }
 
