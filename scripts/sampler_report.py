@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Table and plot of the sampler study (scripts/sampler_study.sh) from its result files
+(standard library only).
+
+usage: sampler_report.py [RESULTS_DIR] [REPORT.md]
+
+Reads RESULTS_DIR/samplers/<sampler>_<nfe>.json and, for the paper's samplers, the
+reproduction study's hybrid_cosine cells (ancestral at 25/50/100 steps, DDIM at 25/50), writes
+the plot's data as CSV and the plot (FID against network evaluations, log x axis, drawn by
+`iddpm plot`, found through $IDDPM) into RESULTS_DIR/../, and replaces the part of REPORT.md
+between its BEGIN SAMPLERS and END SAMPLERS markers. Missing cells show as "pending".
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+NFES = [5, 10, 15, 20, 25]
+SOLVERS = [("SDE-DPM-Solver++(2M)", "sde-dpm++2m"), ("UniPC (bh2)", "unipc"),
+           ("DPM-Solver++(2M)", "dpm++2m"), ("DPM-Solver++(3M)", "dpm++3m")]
+# The reproduction study's cells of the same (shipped) model, by network evaluations.
+PAPER = [("ancestral (respaced)", "fid_learned_{}.json", [25, 50, 100]),
+         ("DDIM, η = 0", "fid_learned_ddim{}.json", [25, 50])]
+
+
+def load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def cells(results):
+    """{label: {nfe: result}} for every sampler, the paper's included."""
+    out = {}
+    for label, name in SOLVERS:
+        out[label] = {n: r for n in NFES
+                      if (r := load(os.path.join(results, "samplers", f"{name}_{n}.json")))}
+    for label, pattern, nfes in PAPER:
+        out[label] = {n: r for n in nfes
+                      if (r := load(os.path.join(results, "hybrid_cosine", pattern.format(n))))}
+    return out
+
+
+def fid_text(r):
+    if r is None:
+        return "pending"
+    sd = r.get("fid_std")
+    text = f"{r['fid']:.1f}" + (f" ± {sd:.1f}" if sd is not None else "")
+    if r.get("sfid") is not None:
+        text += f" (sFID {r['sfid']:.1f})"
+    return text
+
+
+def table(all_cells):
+    nfes = sorted({n for c in all_cells.values() for n in c} | set(NFES))
+    lines = ["| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
+             "| --- |" + " --- |" * len(nfes)]
+    solvers = {label for label, _ in SOLVERS}
+    for label, c in all_cells.items():
+        row = [fid_text(c[n]) if n in c else ("pending" if label in solvers and n in NFES
+                                              else "–") for n in nfes]
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    lines += ["", "Precision, recall and sampling wall time per 1,000 images as each cell recorded "
+              "it (2 cores; the cells ran under different loads, so times compare only roughly):",
+              "",
+              "| sampler | NFE | precision | recall | s / 1,000 images |", "| --- | --- | --- | --- | --- |"]
+    for label, c in all_cells.items():
+        for n in sorted(c):
+            r = c[n]
+            per = r.get("seconds_per_1000_images") or r.get("sampling_seconds", 0) / 2.0
+            lines.append(f"| {label} | {n} | {r.get('precision', float('nan')):.3f} | "
+                         f"{r.get('recall', float('nan')):.3f} | {per:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(all_cells, out_dir):
+    series = []
+    for label, c in all_cells.items():
+        if not c:
+            continue
+        path = os.path.join(out_dir, "fid_nfe_" + "".join(ch if ch.isalnum() else "_"
+                                                            for ch in label) + ".csv")
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["nfe", "fid"])
+            w.writerows(sorted((n, r["fid"]) for n, r in c.items()))
+        series.append(f"{label}={path}:nfe:fid")
+    if not series:
+        return None
+    output = os.path.join(out_dir, "samplers_fid_vs_nfe.png")
+    args = ["--output", output, "--title",
+            "Shipped model: FID against network evaluations (2,000 samples)",
+            "--x_label", "network evaluations (log scale)", "--y_label", "FID (log scale)",
+            "--log_x", "--log_y", "--points"]
+    for s in series:
+        args += ["--series", s]
+    subprocess.run([os.environ.get("IDDPM", "target/release/iddpm"), "plot", *args], check=True)
+    return output
+
+
+def main():
+    results = sys.argv[1] if len(sys.argv) > 1 else "docs/reproduction/results"
+    report = sys.argv[2] if len(sys.argv) > 2 else "docs/reproduction.md"
+    all_cells = cells(results)
+    out_dir = os.path.dirname(os.path.normpath(results))
+    picture = plot(all_cells, out_dir)
+    text = table(all_cells)
+    if picture:
+        rel = os.path.relpath(picture, os.path.dirname(report))
+        text += f"\n\n![FID against network evaluations]({rel})"
+    with open(report) as f:
+        doc = f.read()
+    begin, end = "<!-- BEGIN SAMPLERS -->", "<!-- END SAMPLERS -->"
+    if begin not in doc:
+        sys.exit(f"{report} has no {begin} marker")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(report + ".tmp", "w") as f:
+        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
+    os.replace(report + ".tmp", report)
+
+
+if __name__ == "__main__":
+    main()
