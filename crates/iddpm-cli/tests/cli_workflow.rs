@@ -435,3 +435,64 @@ fn greyscale_models_train_sample_and_measure_on_one_channel() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
 }
+
+/// `--ema_warmup True` is recorded in the EMA files, and a resume under another warm-up is
+/// refused, naming both.
+#[test]
+fn an_ema_warmup_is_recorded_and_kept_on_resume() {
+    let data = tmp("warmup-data");
+    images(&data, 4, 8);
+    let log = tmp("warmup");
+    let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
+    let base = [
+        "train",
+        "--data_dir",
+        d,
+        "--image_size",
+        "8",
+        "--log_dir",
+        l,
+    ];
+    let steps = [
+        "--batch_size",
+        "2",
+        "--preview_samples",
+        "0",
+        "--save_interval",
+        "2",
+    ];
+    let mut args = with(&base, &steps);
+    args.extend(["--max_steps", "2", "--ema_warmup", "True"].map(String::from));
+    run(args);
+    let ema = log.join("ema_0.9999_000002.safetensors");
+    let bytes = std::fs::read(&ema).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(
+        meta["ema_warmup"],
+        format!("inv_gamma=1,power={}", 2.0 / 3.0)
+    );
+    let model = log.join("model000002.safetensors");
+    let mut args = with(&base, &steps);
+    let resume = [
+        "--max_steps",
+        "3",
+        "--resume_checkpoint",
+        model.to_str().unwrap(),
+    ];
+    args.extend(resume.map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_iddpm"))
+        .args(&refs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a resume without the warm-up must fail"
+    );
+    assert!(
+        err.contains("averaged with warm-up inv_gamma=1") && err.contains("asks for none"),
+        "{err}"
+    );
+}

@@ -16,7 +16,7 @@ pub mod trainer;
 
 pub use adamw::AdamW;
 pub use distributed::{CommStats, ProcessGroup};
-pub use ema::Ema;
+pub use ema::{Ema, EmaWarmup};
 pub use error::{Result, TrainError};
 pub use logger::Logger;
 pub use trainer::{

@@ -478,3 +478,44 @@ fn the_run_loop_saves_at_its_interval_and_at_the_end() {
     assert_eq!(events, ["interrupted at 0"]);
     assert!(summary.interrupted && summary.last_step == 0);
 }
+
+/// With `ema_warmup`, the first update copies the weights and the second decays at
+/// 1 − 2^(−power) (diffusers' EMAModel), well below the rate of 0.9999.
+#[test]
+fn an_ema_warmup_forgets_the_initial_weights() {
+    let data = data(8);
+    let warmup = iddpm_train::EmaWarmup {
+        inv_gamma: 1.0,
+        power: 2.0 / 3.0,
+    };
+    let opts = TrainOptions {
+        ema_rates: vec![0.9999],
+        ema_warmup: Some(warmup),
+        ..options("ema-warmup")
+    };
+    let mut t = Trainer::new(tiny_net(0.0), diffusion(), &data, opts, &Device::flex()).unwrap();
+    let before = params(&mut t);
+    t.run_step().unwrap();
+    let first = params(&mut t);
+    assert!(max_diff(&before, &first) > 1e-4, "the step changed nothing");
+    assert_eq!(
+        ema_values(&t),
+        first,
+        "decay 0 at the first step: the weights themselves"
+    );
+    t.run_step().unwrap();
+    let second = params(&mut t);
+    let d = 1.0 - 2f64.powf(-2.0 / 3.0);
+    assert!((warmup.decay(0.9999, 2) - d).abs() < 1e-15);
+    assert_eq!(
+        warmup.decay(0.9999, 1_000_000_000),
+        0.9999,
+        "capped at the rate"
+    );
+    let want: Vec<f32> = first
+        .iter()
+        .zip(&second)
+        .map(|(e, p)| (d * f64::from(*e) + (1.0 - d) * f64::from(*p)) as f32)
+        .collect();
+    assert!(max_diff(&ema_values(&t), &want) < 1e-6);
+}

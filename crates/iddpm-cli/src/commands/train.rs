@@ -50,6 +50,16 @@ pub struct TrainArgs {
     /// EMA rates, comma-separated.
     #[arg(long = "ema_rate", alias = "ema-rate", default_value = "0.9999")]
     pub ema_rate: CommaList<f64>,
+    /// diffusers' EMA warm-up: decay min(rate, 1 − (1 + (step − 1)/inv_gamma)^−power), so that
+    /// a short run's EMA is not mostly random initial weights (off: the reference's behaviour).
+    #[arg(long = "ema_warmup", alias = "ema-warmup", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    pub ema_warmup: bool,
+    /// The warm-up's inv_gamma (diffusers' default).
+    #[arg(long = "ema_inv_gamma", alias = "ema-inv-gamma", default_value_t = 1.0)]
+    pub ema_inv_gamma: f64,
+    /// The warm-up's power (diffusers' default 2/3; 3/4 suits shorter runs).
+    #[arg(long = "ema_power", alias = "ema-power", default_value_t = 2.0 / 3.0)]
+    pub ema_power: f64,
     /// Steps between log dumps.
     #[arg(long = "log_interval", alias = "log-interval", default_value_t = 10)]
     pub log_interval: u64,
@@ -357,6 +367,21 @@ fn training_data(
 }
 
 /// The library's options from the flags.
+/// `--ema_warmup` with its checked settings.
+fn ema_warmup(args: &TrainArgs) -> anyhow::Result<Option<iddpm::train::EmaWarmup>> {
+    if !args.ema_warmup {
+        return Ok(None);
+    }
+    let (g, p) = (args.ema_inv_gamma, args.ema_power);
+    if !(g > 0.0 && g.is_finite() && p > 0.0 && p.is_finite()) {
+        bail!("--ema_inv_gamma {g} and --ema_power {p} must be positive numbers");
+    }
+    Ok(Some(iddpm::train::EmaWarmup {
+        inv_gamma: g,
+        power: p,
+    }))
+}
+
 /// The preview's solver: `--preview_sampler`, else DDIM (η = 0) or ancestral.
 fn preview_sampler(args: &TrainArgs) -> anyhow::Result<Sampler> {
     Ok(match (&args.preview_sampler, args.preview_use_ddim) {
@@ -383,6 +408,7 @@ fn train_options(
         batch_size: args.batch_size,
         microbatch,
         ema_rates: args.ema_rate.0.clone(),
+        ema_warmup: ema_warmup(args)?,
         log_interval: args.log_interval,
         save_interval: args.save_interval,
         max_steps: args.max_steps,

@@ -123,6 +123,11 @@ impl Trainer<'_> {
             ("producer".to_string(), "iddpm".to_string()),
             ("step".to_string(), self.step.to_string()),
             ("run_id".to_string(), self.run_id.clone()),
+            ("ema_rate".to_string(), format_rate(ema.rate)),
+            (
+                EMA_WARMUP_KEY.to_string(),
+                warmup_label(self.opts.ema_warmup),
+            ),
         ];
         let digest = write_safetensors(&dir.join(&name), &dict, &refs(&meta))?;
         Ok((name, digest))
@@ -152,6 +157,7 @@ impl Trainer<'_> {
             self.check_companions(model_path, dir, step)?;
             for i in 0..self.emas.len() {
                 let path = dir.join(ema_file_name(self.emas[i].rate, step));
+                check_warmup(&path, self.opts.ema_warmup)?;
                 self.emas[i].params = read_ema(&path, &flats)?;
             }
             self.resume_optimizer(&dir.join(format!("opt{step:06}.safetensors")))?;
@@ -283,6 +289,36 @@ impl Trainer<'_> {
 }
 
 /// The reference's EMA file name, `ema_{rate}_{step:06}.safetensors`.
+/// The EMA files' metadata key for the warm-up they were averaged with.
+const EMA_WARMUP_KEY: &str = "ema_warmup";
+
+/// How an EMA file records its warm-up: `none`, or `inv_gamma=G,power=P`.
+fn warmup_label(warmup: Option<crate::ema::EmaWarmup>) -> String {
+    match warmup {
+        None => "none".into(),
+        Some(w) => format!("inv_gamma={},power={}", w.inv_gamma, w.power),
+    }
+}
+
+/// Refuses to continue an EMA under another warm-up than it was averaged with (files
+/// written before the record say nothing and are accepted).
+fn check_warmup(path: &Path, warmup: Option<crate::ema::EmaWarmup>) -> Result<()> {
+    let meta = read_metadata(path)?;
+    let recorded = meta
+        .iter()
+        .find(|(k, _)| k == EMA_WARMUP_KEY)
+        .map(|(_, v)| v);
+    match recorded {
+        Some(v) if *v != warmup_label(warmup) => Err(TrainError::Config(format!(
+            "{}: the EMA was averaged with warm-up {v}, but this run asks for {} \
+             (--ema_warmup, --ema_inv_gamma, --ema_power must match to resume)",
+            path.display(),
+            warmup_label(warmup)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn ema_file_name(rate: f64, step: u64) -> String {
     format!("ema_{}_{step:06}.safetensors", format_rate(rate))
 }

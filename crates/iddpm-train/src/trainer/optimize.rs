@@ -66,8 +66,13 @@ impl Trainer<'_> {
             p.set_flat(updated.clone());
             new_flats.push(updated);
         });
+        // The step being taken is `self.step + 1`.
+        let step = self.step + 1;
         for ema in &mut self.emas {
-            ema.update(&new_flats);
+            match self.opts.ema_warmup {
+                Some(w) => ema.update_at(w.decay(ema.rate, step), &new_flats),
+                None => ema.update(&new_flats),
+            }
         }
     }
 

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use iddpm_diffusion::Sampler;
 
+use crate::ema::EmaWarmup;
+
 use crate::error::{Result, TrainError};
 
 /// How training timesteps are drawn (`--schedule_sampler`).
@@ -45,6 +47,8 @@ pub struct TrainOptions {
     pub microbatch: usize,
     /// EMA rates.
     pub ema_rates: Vec<f64>,
+    /// diffusers' EMA warm-up (`--ema_warmup True`); `None`: the reference's constant rates.
+    pub ema_warmup: Option<EmaWarmup>,
     /// Steps between log dumps.
     pub log_interval: u64,
     /// Steps between checkpoints.
@@ -96,6 +100,7 @@ impl Default for TrainOptions {
             batch_size: 1,
             microbatch: 0,
             ema_rates: vec![0.9999],
+            ema_warmup: None,
             log_interval: 10,
             save_interval: 10000,
             max_steps: None,
