@@ -11,7 +11,7 @@
 #   1. `iddpm check_device`: model A's forward pass, diffusion A's training losses,
 #      p_mean_variance and DDIM loop, and one training step's gradients, AdamW update and EMA
 #      (train_step_a, when the bundle carries it) against the reference vectors (the bundle carries them;
-#      else $IDDPM_REFERENCE_DIR or ../shared/reference).
+#      else $IDDPM_REFERENCE_DIR or tests/reference).
 #   2. 200 steps of the README's demo (100 in a dry run); the mean loss of the last 10 (25)
 #      steps must be under half that of the first 10 (25).
 #   3. Throughput of the demo and CIFAR-10 networks at batch 32 and 128, in f32 and with
@@ -47,7 +47,7 @@ failed=0
 if [ "$dry_run" = 1 ]; then
   device=flex
   iddpm=${IDDPM:-target/release/iddpm}
-  reference=${IDDPM_REFERENCE_DIR:-../shared/reference}
+  reference=${IDDPM_REFERENCE_DIR:-tests/reference}
   demo_steps=100 demo_log=25
   configs="tiny" batches="2 4" ddim=ddim5 warm_train=3 measure_train=3
   fp16_steps=5 cell_timeout=300 demo_timeout=300 deadline=1500
@@ -58,7 +58,7 @@ else
   iddpm=$work/iddpm
   export CUDA_PATH=$work/cuda
   reference=$work/reference
-  [ -d "$reference" ] || reference=${IDDPM_REFERENCE_DIR:-../shared/reference}
+  [ -d "$reference" ] || reference=${IDDPM_REFERENCE_DIR:-tests/reference}
   demo_steps=200 demo_log=10
   configs="demo cifar10" batches="32 128" ddim=ddim50 warm_train=3 measure_train=10
   # The demo may run 2 minutes and every other command 1; new cells start only in the first

@@ -2,7 +2,7 @@
 # Packs what a GPU machine needs into one ignored folder, small enough to carry (< 60 MiB):
 # the stripped cuda build of the binary, libdevice.10.bc, and the reference vectors that
 # `iddpm check_device` replays (model A, diffusion A and, while the size allows, the training
-# step train_step_a; from $IDDPM_REFERENCE_DIR or ../shared/reference), xz-compressed. bench/gpu_check.sh unpacks and runs it.
+# step train_step_a; from $IDDPM_REFERENCE_DIR or tests/reference), xz-compressed. bench/gpu_check.sh unpacks and runs it.
 # Build first: scripts/setup-cuda-build.sh, then
 #   CUDARC_CUDA_VERSION=12040 cargo build --release --features cuda -p iddpm-cli [--target-dir D]
 # Usage: scripts/gpu-bundle.sh [PATH/TO/CUDA/iddpm]   (default: target/cuda/release/iddpm)
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-target/cuda/release/iddpm}
 libdevice=.cache/cuda/nvvm/libdevice/libdevice.10.bc
-reference=${IDDPM_REFERENCE_DIR:-../shared/reference}
+reference=${IDDPM_REFERENCE_DIR:-tests/reference}
 vectors="model_a.json model_a.safetensors model_a_forward.safetensors diffusion_a.json diffusion_a.safetensors"
 out=.cache/gpu-bundle
 [ -x "$binary" ] || { echo "no cuda build at $binary" >&2; exit 1; }

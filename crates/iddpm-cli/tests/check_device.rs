@@ -7,7 +7,7 @@ use std::process::Command;
 
 fn reference_dir() -> String {
     std::env::var("IDDPM_REFERENCE_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference").to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/reference").to_string()
     })
 }
 

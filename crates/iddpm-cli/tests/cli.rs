@@ -10,9 +10,7 @@ use safetensors::SafeTensors;
 fn reference_dir() -> PathBuf {
     std::env::var("IDDPM_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-        })
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference"))
 }
 
 fn tmp(name: &str) -> PathBuf {

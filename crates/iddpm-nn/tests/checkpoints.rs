@@ -194,7 +194,7 @@ fn both_torch_zip_layouts_load() {
     let reference = std::env::var("IDDPM_REFERENCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference")
         });
     let original = reference.join("model_a.pt");
     let want = load_state_dict(&original).unwrap();

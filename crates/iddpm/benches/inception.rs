@@ -14,9 +14,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let (batch, reps) = if quick { (10, 2) } else { (50, 3) };
     let dir = std::env::var("IDDPM_REFERENCE_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference").to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/reference").to_string()
     });
-    let weights = std::path::Path::new(&dir).join("fid_inception_random_f16.safetensors");
+    let weights = iddpm::reference_check::random_inception_weights(std::path::Path::new(&dir))
+        .expect("fid_inception_random_f16.safetensors: set IDDPM_RANDOM_INCEPTION");
     let dict = iddpm::checkpoint::load_state_dict(&weights)
         .expect("the reference set's Inception weights");
     let net = FidInception::from_state_dict(&dict, &Device::flex()).unwrap();

@@ -82,14 +82,17 @@ fn the_inception_score_of_a_logits_layer_matches_a_direct_computation() {
     use rand::{Rng, SeedableRng};
     let dir = std::env::var("IDDPM_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-        });
-    let file = dir.join("fid_inception_random_f16.safetensors");
-    if !file.exists() {
-        println!("SKIPPED: {} not found", file.display());
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference"));
+    let Some(file) = iddpm::reference_check::random_inception_weights(&dir) else {
+        assert!(
+            std::env::var("IDDPM_REQUIRE_RANDOM_INCEPTION").is_err(),
+            "fid_inception_random_f16.safetensors not found: set IDDPM_RANDOM_INCEPTION"
+        );
+        println!(
+            "SKIPPED: fid_inception_random_f16.safetensors not found (IDDPM_RANDOM_INCEPTION)"
+        );
         return;
-    }
+    };
     let mut dict = iddpm::checkpoint::load_state_dict(&file).unwrap();
     let (classes, d) = (1008, 2048);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);

@@ -11,7 +11,7 @@ use iddpm::reference_check::{check_device, tolerance_scale};
 /// Arguments of `iddpm check_device`.
 #[derive(Args)]
 pub struct CheckDeviceArgs {
-    /// The reference vectors (`shared/reference`).
+    /// The reference vectors (`tests/reference` in the repository).
     #[arg(long = "reference_dir", alias = "reference-dir")]
     reference_dir: PathBuf,
     /// The device to check: flex (CPU) or cuda[:N].

@@ -1,6 +1,7 @@
 //! Checking that a device computes what the reference computes: model A's forward pass,
 //! diffusion A's training losses, `p_mean_variance` and DDIM loop, and a recorded training
-//! step (gradients, AdamW, EMA), replayed on the device from the reference vectors (`shared/reference`, see its README) with their recorded noise.
+//! step (gradients, AdamW, EMA), replayed on the device from the reference vectors
+//! (`tests/reference`, see its README) with their recorded noise.
 //!
 //! The parity test suite checks everything the vectors pin down on the CPU. This is the part
 //! of it a user, or a GPU machine without the test suite, runs through `iddpm check_device`.
@@ -71,6 +72,33 @@ pub fn check_device(dir: &Path, device: &Device, scale: f64) -> Result<Vec<Check
         groups.extend(check_train_step(dir, &id, device, scale)?);
     }
     Ok(groups)
+}
+
+/// The optional seeded random-weights pytorch-fid Inception of the reference set: in `dir`,
+/// else the file `IDDPM_RANDOM_INCEPTION` names (the repository's copy of the vectors leaves
+/// this 43.7 MB file out).
+pub fn random_inception_weights(dir: &Path) -> Option<std::path::PathBuf> {
+    let name = "fid_inception_random_f16.safetensors";
+    let beside = dir.join(name);
+    if beside.exists() {
+        return Some(beside);
+    }
+    let named = std::path::PathBuf::from(std::env::var_os("IDDPM_RANDOM_INCEPTION")?);
+    named.exists().then_some(named)
+}
+
+/// The ids of every `<prefix><id>.json` in `dir`, sorted: the groups a directory of reference
+/// vectors holds (`model_`, `diffusion_`, `train_step_`).
+pub fn group_ids(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| Some(n.strip_prefix(prefix)?.strip_suffix(".json")?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
 }
 
 /// Reads `dir/file` as JSON; errors name the file.

@@ -16,21 +16,7 @@ use crate::{Error, Result};
 
 /// The ids of every `train_step_<id>.json` in `dir`, sorted.
 pub fn train_step_ids(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| {
-                    Some(
-                        n.strip_prefix("train_step_")?
-                            .strip_suffix(".json")?
-                            .to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+    super::group_ids(dir, "train_step_")
 }
 
 /// One recorded step: what the trainer computed, beside the parameters before it.

@@ -188,10 +188,21 @@ fn inception_input_resizes() {
 #[test]
 fn pytorch_fid_inception_features() {
     let dir = reference_dir();
-    let weights = dir.join("fid_inception_random_f16.safetensors");
-    if !weights.exists() || !dir.join("fid.safetensors").exists() {
+    if !dir.join("fid.safetensors").exists() {
         return;
     }
+    let Some(weights) = iddpm::reference_check::random_inception_weights(&dir) else {
+        // The repository's copy of the vectors leaves this 43.7 MB file out (tests/reference);
+        // the real-weights group covers the network. CI supplies it.
+        assert!(
+            std::env::var("IDDPM_REQUIRE_RANDOM_INCEPTION").is_err(),
+            "fid_inception_random_f16.safetensors not found: set IDDPM_RANDOM_INCEPTION"
+        );
+        println!(
+            "parity group inception (random weights): SKIPPED, fid_inception_random_f16.safetensors not found (set IDDPM_RANDOM_INCEPTION)"
+        );
+        return;
+    };
     let f = TensorFile::open(&dir, "fid.safetensors");
     let dict = iddpm::checkpoint::load_state_dict(&weights).unwrap();
     let net =

@@ -9,7 +9,7 @@ use iddpm::diffusion::{
     RecordedNoise, SampleRequest, Sampler,
 };
 use iddpm::nn::{ModelFlags, UNetModel, UNetTrace, load_weights, param_names, state_dict_of};
-use iddpm::reference_check::spec_from_reference;
+use iddpm::reference_check::{group_ids, spec_from_reference};
 use serde_json::Value;
 
 use crate::groups_core::check_coefficients;
@@ -20,15 +20,7 @@ use crate::{device, to_f64};
 
 /// The ids of every `model_<id>.json` in the directory.
 fn model_ids(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| Some(n.strip_prefix("model_")?.strip_suffix(".json")?.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+    group_ids(dir, "model_")
 }
 
 /// A model directory entry: the network with its weights and the diffusion of its flags.
@@ -252,21 +244,7 @@ fn check_forward(dir: &Path, id: &str, m: &RefModel, group: &mut Group) {
 
 /// The ids of every `diffusion_<id>.json`.
 fn diffusion_ids(dir: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|n| {
-                    Some(
-                        n.strip_prefix("diffusion_")?
-                            .strip_suffix(".json")?
-                            .to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+    group_ids(dir, "diffusion_")
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The parity suite: everything the reference vectors pin down, checked number for number.
 //!
-//! Reads the directory named by `IDDPM_REFERENCE_DIR` (default `../shared/reference`) and
+//! Reads the directory named by `IDDPM_REFERENCE_DIR` (default: the repository's
+//! `tests/reference`) and
 //! checks every group it finds there, printing for each how many values were compared and the
 //! worst error. Run with `cargo test --release --test parity -- --nocapture` to see the report.
 

@@ -1,4 +1,4 @@
-//! The parity suite's view of a reference-vector directory (see `shared/reference/README.md`):
+//! The parity suite's view of a reference-vector directory (see `tests/reference/README.md`):
 //! the library's reader and comparisons (`iddpm::reference_check`), failing the test on a
 //! missing file or tensor, and printing each group's report.
 
@@ -11,13 +11,13 @@ pub use iddpm::reference_check::Tolerance as Tol;
 /// One group of comparisons.
 pub type Group = CheckGroup;
 
-/// The directory named by `IDDPM_REFERENCE_DIR`, or `../shared/reference` from the workspace.
+/// The directory named by `IDDPM_REFERENCE_DIR`, or the repository's `tests/reference`.
 pub fn reference_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("IDDPM_REFERENCE_DIR") {
         return PathBuf::from(dir);
     }
     // CARGO_MANIFEST_DIR is crates/iddpm; the workspace root is two levels up.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/reference")
 }
 
 /// A loaded `.safetensors` file of reference vectors; a missing tensor fails the test.
