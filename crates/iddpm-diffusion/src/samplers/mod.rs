@@ -5,9 +5,9 @@
 //! [`ReverseSolver`], which moves x to the next lower timestep (to x_0 after t = 0). A solver
 //! may keep state between steps, e.g. the earlier predictions a multistep method uses.
 //!
-//! Every solver here steps on the same time grid: the timesteps the diffusion keeps
-//! (`--timestep_respacing N`: the reference's `space_timesteps`, uniform in t), so N steps
-//! cost N network evaluations whatever the solver.
+//! Every solver here steps on the same time grid, the timesteps the diffusion keeps
+//! (`--timestep_respacing`: `N`, the reference's `space_timesteps`, uniform in t; `ddimN`; or
+//! `logsnrN`, uniform in log-SNR), so N steps cost N network evaluations whatever the solver.
 //!
 //! Adding a solver: one file with a `SamplerEntry`, and its name in [`REGISTRY`].
 
