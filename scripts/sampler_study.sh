@@ -4,6 +4,11 @@
 # Fashion-MNIST test images with the FID bootstrap, as scripts/reproduce.sh measures its cells.
 #
 #   scripts/sampler_study.sh [SAMPLER:NFE ...]   default: every cell, the targets' first
+#   STUDY_GREY=1 scripts/sampler_study.sh [...]  the same on a one-channel model trained like
+#                                                the shipped one (trained first, resumably,
+#                                                into models/fashion_mnist_32_grey.safetensors;
+#                                                48 minutes on two idle cores), with its own
+#                                                ancestral 50-step cell
 #
 # Each cell writes docs/reproduction/results/samplers/<sampler>_<nfe>.json (FID, its bootstrap
 # s.d., precision, recall, sampling seconds and seconds per 1,000 images) and its 64-sample
@@ -16,12 +21,21 @@ IDDPM=${IDDPM:-target/release/iddpm}
 MODEL=${STUDY_MODEL:-models/fashion_mnist_32.safetensors}
 RESULTS=${STUDY_RESULTS:-docs/reproduction/results/samplers}
 WORK=${STUDY_WORK:-runs/sampler_study}
+CHANNELS=()
+if [ "${STUDY_GREY:-0}" = 1 ]; then
+  MODEL=models/fashion_mnist_32_grey.safetensors
+  RESULTS=docs/reproduction/results/samplers_grey
+  WORK=runs/sampler_study_grey
+  CHANNELS=(--image_channels 1)
+fi
 REF=${REPRO_FID_REF:-runs/reproduction/data/test32}
 FMNIST=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 # The shipped model's network and diffusion (models/README.md).
 NET=(--image_size 32 --num_channels 64 --channel_mult 1,1,1 --num_res_blocks 1
   --attention_resolutions 8 --num_heads 2 --dropout 0 --diffusion_steps 100
   --learn_sigma True --noise_schedule cosine)
+GREY_CELLS="ancestral:50 dpm++2m:10 dpm++2m:20 unipc:10 unipc:20 sde-dpm++2m:10
+  sde-dpm++2m:20 ddim:10 ddim:20"
 DEFAULT_CELLS="sde-dpm++2m:10 sde-dpm++2m:20 unipc:10 unipc:20 dpm++2m:10 dpm++2m:20
   dpm++3m:10 dpm++3m:20 sde-dpm++2m:5 sde-dpm++2m:15 sde-dpm++2m:25 unipc:5 unipc:15
   unipc:25 dpm++2m:5 dpm++2m:15 dpm++2m:25 dpm++3m:5 dpm++3m:15 dpm++3m:25"
@@ -39,6 +53,27 @@ if [ -z "${IDDPM_INCEPTION_WEIGHTS:-}" ]; then
 fi
 mkdir -p "$RESULTS"
 
+# The one-channel model: the shipped model's recipe (models/README.md) on one grey channel.
+train_grey() {
+  [ -f "$MODEL" ] && return
+  local train=runs/reproduction/data/train32 log=$WORK/train
+  [ -d "$train" ] || "$IDDPM" data fashion-mnist --input "$FMNIST/train-images-idx3-ubyte.gz" \
+    --output "$train" --image_size 32
+  local resume=()
+  local newest
+  newest=$(ls "$log"/model*.safetensors 2>/dev/null | sort | tail -1 || true)
+  [ -n "$newest" ] && resume=(--resume_checkpoint "$newest")
+  "$IDDPM" train --data_dir "$train" "${NET[@]}" "${CHANNELS[@]}" --batch_size 16 --lr 1e-3 \
+    --ema_rate 0.999 --max_steps 4000 --save_interval 500 --log_interval 100 --seed 1 \
+    --preview_samples 0 --log_dir "$log" "${resume[@]}"
+  cp "$log/ema_0.999_004000.safetensors" "$MODEL.tmp"
+  mv "$MODEL.tmp" "$MODEL"
+}
+if [ "${STUDY_GREY:-0}" = 1 ]; then
+  train_grey
+  DEFAULT_CELLS=$GREY_CELLS
+fi
+
 cell() {
   local sampler=${1%%:*} nfe=${1##*:}
   local name=${sampler}_$nfe dir=$WORK/${sampler}_$nfe out=$RESULTS/${sampler}_$nfe.json
@@ -47,7 +82,8 @@ cell() {
   if [ ! -f "$dir/sampling_seconds" ]; then
     local start=$SECONDS
     "$IDDPM" sample --num_samples 2000 --batch_size 250 --seed 1 --model_path "$MODEL" \
-      "${NET[@]}" --sampler "$sampler" --timestep_respacing "$nfe" --output_dir "$dir"
+      "${NET[@]}" "${CHANNELS[@]}" --sampler "$sampler" --timestep_respacing "$nfe" \
+      --output_dir "$dir"
     echo $((SECONDS - start)) >"$dir/sampling_seconds"
   fi
   if [ ! -f "$dir/eval.json" ]; then

@@ -402,6 +402,20 @@ fn greyscale_models_train_sample_and_measure_on_one_channel() {
         grid.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
         "a grey grid"
     );
+    let npz = out.join("samples_2x32x32x1.npz");
+    let again = out.join("again.png");
+    let text = run(vec![
+        "npz2png".into(),
+        npz.to_str().unwrap().into(),
+        "--grid".into(),
+        again.to_str().unwrap().into(),
+    ]);
+    assert!(text.contains("wrote"), "{text}");
+    assert_eq!(
+        image::open(&again).unwrap().to_rgb8(),
+        grid,
+        "npz2png draws the same grid"
+    );
 
     let mut args = with(
         &[

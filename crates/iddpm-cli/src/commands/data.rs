@@ -96,15 +96,20 @@ pub fn npz2png(args: &Npz2PngArgs) -> anyhow::Result<()> {
     };
     let [n, h, w, c] = arr.shape[..] else {
         bail!(
-            "{}: arr_0 has shape {:?}, expected [N, H, W, 3]",
+            "{}: arr_0 has shape {:?}, expected [N, H, W, C]",
             args.npz.display(),
             arr.shape
         );
     };
-    if c != 3 {
-        bail!("{}: arr_0 has {c} channels, expected 3", args.npz.display());
+    if c != 1 && c != 3 {
+        bail!(
+            "{}: arr_0 has {c} channels, expected 3 (RGB) or 1 (grey)",
+            args.npz.display()
+        );
     }
     let n = n.min(args.max_images);
+    // Grey images are written as RGB pictures with equal channels.
+    let pixels = &iddpm::io::as_rgb(&pixels[..n * h * w * c], c);
     if args.output_dir.is_none() && args.grid.is_none() {
         bail!("give --output_dir, --grid, or both");
     }
@@ -122,7 +127,7 @@ pub fn npz2png(args: &Npz2PngArgs) -> anyhow::Result<()> {
         println!("wrote {n} PNGs to {}", dir.display());
     }
     if let Some(grid) = &args.grid {
-        save_grid(grid, &pixels[..n * h * w * 3], n, h, w)?;
+        save_grid(grid, pixels, n, h, w)?;
         println!("wrote {}", grid.display());
     }
     Ok(())
