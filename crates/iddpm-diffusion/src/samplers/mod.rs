@@ -111,11 +111,6 @@ impl Sampler {
         Self { eta, ..self }
     }
 
-    /// Whether this is DDIM (the reference's `--use_ddim True`).
-    pub fn is_ddim(&self) -> bool {
-        self.name == ddim::ENTRY.name
-    }
-
     /// A fresh solver for one sampling loop.
     pub fn build(&self) -> Result<Box<dyn ReverseSolver>> {
         (entry(self.name)?.build)(self)
