@@ -1,5 +1,7 @@
-//! The convolution kernels on the UNet's layer shapes, against burn's standard convolution
-//! in the same run, with the achieved GFLOP/s and this machine's sgemm rate
+//! The convolution algorithms on the UNet's layer shapes, side by side in one run: im2col +
+//! GEMM, Winograd F(2×2, 3×3) and F(4×4, 3×3), forward and input gradient, and burn's
+//! standard convolution, with GFLOP/s counted as the direct convolution's `2·B·C_out·H'·W'·C_in·k²`
+//! (so Winograd can exceed the GEMM's own rate), and the algorithm the rule picks
 //! (`cargo bench -p iddpm-kernels --bench conv`).
 
 use std::time::Instant;
@@ -7,7 +9,7 @@ use std::time::Instant;
 use burn::tensor::module::conv2d as standard_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use iddpm_kernels::ops;
+use iddpm_kernels::conv::{self, ConvGeometry};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -28,6 +30,18 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 fn main() {
     let device = Device::flex();
     let n = 1024;
@@ -41,38 +55,105 @@ fn main() {
         2.0 * (n * n * n) as f64 / s / 1e9
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>8} {:>9}",
-        "conv (B, Cin→Cout, H, k, s)", "kernel ms", "burn ms", "ratio", "GFLOP/s"
+        "forward, ∂x and ∂W in ms; GFLOP/s of the fastest forward, counted as a direct convolution\n{:<20} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:<11}",
+        "(B, Cin→Cout, H)",
+        "burn",
+        "im2col",
+        "F(2x2)",
+        "F(4x4)",
+        "∂x i2c",
+        "∂x F2",
+        "∂x F4",
+        "∂W i2c",
+        "∂W F2",
+        "∂W F4",
+        "GFLOP/s",
+        "rule fwd/∂x/∂W"
     );
-    for (batch, ci, co, h, k, stride) in [
-        (8, 32, 32, 32, 3, 1),
-        (8, 128, 128, 32, 3, 1),
-        (8, 256, 256, 16, 3, 1),
-        (8, 256, 256, 8, 3, 1),
-        (8, 128, 128, 32, 3, 2),
-        (8, 384, 256, 16, 1, 1),
+    let reps = 5;
+    for (batch, ci, co, h) in [
+        (8, 32, 32, 32),
+        (8, 64, 64, 16),
+        (8, 64, 64, 8),
+        (8, 128, 128, 32),
+        (8, 256, 256, 16),
+        (8, 256, 256, 8),
+        (8, 256, 256, 4),
+        (8, 384, 128, 32),
+        (8, 512, 256, 16),
+        (32, 128, 128, 32),
+        (32, 256, 256, 8),
     ] {
-        let x: Tensor<4> = Tensor::random([batch, ci, h, h], Distribution::Default, &device);
-        let w: Tensor<4> = Tensor::random([co, ci, k, k], Distribution::Default, &device);
-        let bias: Tensor<1> = Tensor::random([co], Distribution::Default, &device);
-        let pad = k / 2;
-        let ours = time(5, || {
-            let _ = ops::conv2d(x.clone(), w.clone(), bias.clone(), stride, pad).into_data();
-        });
-        let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
-        let theirs = time(5, || {
-            let _ = standard_conv2d(x.clone(), w.clone(), Some(bias.clone()), options.clone())
+        let g = ConvGeometry {
+            batch,
+            channels_in: ci,
+            channels_out: co,
+            height: h,
+            width: h,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        };
+        let (x, w, bias) = (
+            random(batch * ci * h * h, 1),
+            random(co * ci * 9, 2),
+            random(co, 3),
+        );
+        let dy = random(batch * co * h * h, 4);
+        let xt: Tensor<4> = Tensor::random([batch, ci, h, h], Distribution::Default, &device);
+        let wt: Tensor<4> = Tensor::random([co, ci, 3, 3], Distribution::Default, &device);
+        let bt: Tensor<1> = Tensor::random([co], Distribution::Default, &device);
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let burn = time(reps, || {
+            let _ = standard_conv2d(xt.clone(), wt.clone(), Some(bt.clone()), options.clone())
                 .into_data();
         });
-        let out = h.div_ceil(stride);
-        let flops = 2.0 * (batch * co * out * out * ci * k * k) as f64;
+        let im2col = time(reps, || {
+            let _ = conv::conv2d_forward_im2col(&g, &x, &w, Some(&bias));
+        });
+        let wino = |m| {
+            time(reps, || {
+                let _ = conv::conv2d_forward_winograd(&g, &x, &w, Some(&bias), m);
+            })
+        };
+        let (f2, f4) = (wino(2), wino(4));
+        let dx_im2col = time(reps, || {
+            let _ = conv::conv2d_input_grad_im2col(&g, &w, &dy);
+        });
+        let dx_wino = |m| {
+            time(reps, || {
+                let _ = conv::conv2d_input_grad_winograd(&g, &w, &dy, m);
+            })
+        };
+        let (dx2, dx4) = (dx_wino(2), dx_wino(4));
+        let dw_im2col = time(reps, || {
+            let _ = conv::conv2d_weight_grad_im2col(&g, &x, &dy);
+        });
+        let dw_wino = |m| {
+            time(reps, || {
+                let _ = conv::conv2d_weight_grad_winograd(&g, &x, &dy, m);
+            })
+        };
+        let (dw2, dw4) = (dw_wino(2), dw_wino(4));
+        let flops = 2.0 * (batch * co * h * h * ci * 9) as f64;
+        let best = im2col.min(f2).min(f4);
         println!(
-            "{:<28} {:>10.2} {:>10.2} {:>8.2} {:>9.1}",
-            format!("({batch}, {ci}→{co}, {h}, {k}, {stride})"),
-            ours * 1e3,
-            theirs * 1e3,
-            ours / theirs,
-            flops / ours / 1e9
+            "{:<20} {:>7.2} {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>7.2} | {:>7.0} {:<11}",
+            format!("({batch}, {ci}→{co}, {h})"),
+            burn * 1e3,
+            im2col * 1e3,
+            f2 * 1e3,
+            f4 * 1e3,
+            dx_im2col * 1e3,
+            dx2 * 1e3,
+            dx4 * 1e3,
+            dw_im2col * 1e3,
+            dw2 * 1e3,
+            dw4 * 1e3,
+            flops / best / 1e9,
+            conv::algorithms(&g)
+                .map(|a| a.trim_end_matches(",3x3)").trim_start_matches("F("))
+                .join("/")
         );
     }
 }

@@ -67,46 +67,21 @@ fn softmax_loop(row: &mut [f32]) {
     }
 }
 
-/// Defines `$name`, which runs `$generic` compiled for the widest SIMD the CPU supports.
-macro_rules! multiversion {
-    ($(#[$doc:meta])* $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn wide512($($arg: $ty),*) { $generic($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                fn wide256($($arg: $ty),*) { $generic($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F (checked just above).
-                    return unsafe { wide512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    return unsafe { wide256($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
+use crate::simd::multiversion;
 
 multiversion!(
     /// In place: `v ← v · σ(v)`.
-    silu_in_place => silu_loop(v: &mut [f32])
+    pub silu_in_place => silu_loop(v: &mut [f32])
 );
 
 multiversion!(
     /// A softmax of `row` in place.
-    softmax_in_place => softmax_loop(row: &mut [f32])
+    pub softmax_in_place => softmax_loop(row: &mut [f32])
 );
 
 multiversion!(
     /// `out ← σ(u)`.
-    sigmoid_into => sigmoid_loop(u: &[f32], out: &mut [f32])
+    pub sigmoid_into => sigmoid_loop(u: &[f32], out: &mut [f32])
 );
 
 #[cfg(test)]

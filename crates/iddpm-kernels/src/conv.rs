@@ -5,11 +5,34 @@
 //! `y_b = W · col` forward, `dcol = Wᵀ · dy_b` (scattered back into `dx_b`) and
 //! `dW_b = dy_b · colᵀ` backward. Per-image weight gradients are summed in batch order, so the
 //! result does not depend on how many threads ran.
+//!
+//! Stride-1 3×3 layers large enough to pay for the transforms go to [`crate::winograd`]
+//! instead (forward and both gradients), unless `IDDPM_WINOGRAD=0`.
 
 use rayon::prelude::*;
 
 use crate::buffer::zeros;
 use crate::matmul::{Operand, Threads, matmul, matmul_into};
+use crate::winograd;
+
+/// Whether Winograd convolutions are used where they win (default: yes; `IDDPM_WINOGRAD=0`
+/// turns them off, for benchmarks and for checking one path against the other).
+pub fn winograd_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("IDDPM_WINOGRAD").as_deref(),
+            Ok("0" | "off" | "false")
+        )
+    })
+}
+
+/// Winograd's tile for one pass over `g`, when it is on and wins for this shape.
+fn winograd_tile(g: &ConvGeometry, pass: winograd::Pass) -> Option<&'static winograd::Tile> {
+    winograd_enabled()
+        .then(|| winograd::tile_for(g, pass))
+        .flatten()
+}
 
 thread_local! {
     /// Each thread's column-matrix buffer, kept between calls: a fresh buffer per image would
@@ -230,6 +253,73 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
+    if let Some(tile) = winograd_tile(g, winograd::Pass::Forward) {
+        return winograd::forward(tile, g, x, weight, bias);
+    }
+    conv2d_forward_im2col(g, x, weight, bias)
+}
+
+/// [`conv2d_forward`] by Winograd's F(m×m, 3×3) with output tiles of side `m` (2 or 4),
+/// whatever the rule would choose; `None` for other `m` or shapes other than stride-1 3×3
+/// with padding ≤ 2. For benchmarks and tests that compare the algorithms.
+pub fn conv2d_forward_winograd(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    m: usize,
+) -> Option<Vec<f32>> {
+    let tile = winograd::tile_of_side(m)?;
+    let fits = g.kernel == 3 && g.stride == 1 && g.padding <= 2 && g.is_supported();
+    fits.then(|| winograd::forward(tile, g, x, weight, bias))
+}
+
+/// [`conv2d_input_grad`] by Winograd's F(m×m, 3×3) (see [`conv2d_forward_winograd`]).
+pub fn conv2d_input_grad_winograd(
+    g: &ConvGeometry,
+    weight: &[f32],
+    dy: &[f32],
+    m: usize,
+) -> Option<Vec<f32>> {
+    let tile = winograd::tile_of_side(m)?;
+    let fits = g.kernel == 3 && g.stride == 1 && g.padding <= 2 && g.is_supported();
+    fits.then(|| winograd::input_grad(tile, g, weight, dy))
+}
+
+/// [`conv2d_weight_grad`] by Winograd's F(m×m, 3×3) (see [`conv2d_forward_winograd`]).
+pub fn conv2d_weight_grad_winograd(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    m: usize,
+) -> Option<Vec<f32>> {
+    let tile = winograd::tile_of_side(m)?;
+    let fits = g.kernel == 3 && g.stride == 1 && g.padding <= 2 && g.is_supported();
+    fits.then(|| winograd::weight_grad(tile, g, x, dy))
+}
+
+/// The algorithms [`conv2d_forward`], [`conv2d_input_grad`] and [`conv2d_weight_grad`] use
+/// for `g`, each `"F(4x4,3x3)"`, `"F(2x2,3x3)"` or `"im2col"`.
+pub fn algorithms(g: &ConvGeometry) -> [&'static str; 3] {
+    use winograd::Pass;
+    [Pass::Forward, Pass::InputGrad, Pass::WeightGrad].map(|pass| algorithm_name(g, pass))
+}
+
+fn algorithm_name(g: &ConvGeometry, pass: winograd::Pass) -> &'static str {
+    match winograd_tile(g, pass).map(|t| t.m) {
+        Some(4) => "F(4x4,3x3)",
+        Some(_) => "F(2x2,3x3)",
+        None => "im2col",
+    }
+}
+
+/// [`conv2d_forward`] by im2col + GEMM, whatever the shape.
+pub fn conv2d_forward_im2col(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let mut y = zeros(g.batch * co * n);
     let x_image = g.channels_in * g.in_plane();
@@ -261,6 +351,14 @@ pub fn conv2d_forward(
 
 /// `∂L/∂x` from `∂L/∂y`: `dx_b = col2im(Wᵀ · dy_b)`.
 pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some(tile) = winograd_tile(g, winograd::Pass::InputGrad) {
+        return winograd::input_grad(tile, g, weight, dy);
+    }
+    conv2d_input_grad_im2col(g, weight, dy)
+}
+
+/// [`conv2d_input_grad`] by GEMM + col2im, whatever the shape.
+pub fn conv2d_input_grad_im2col(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let x_image = g.channels_in * g.in_plane();
     let mut dx = zeros(g.batch * x_image);
@@ -297,6 +395,14 @@ pub fn conv2d_input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f3
 
 /// `∂L/∂W = Σ_b dy_b · col_bᵀ`, summed over images in batch order.
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if let Some(tile) = winograd_tile(g, winograd::Pass::WeightGrad) {
+        return winograd::weight_grad(tile, g, x, dy);
+    }
+    conv2d_weight_grad_im2col(g, x, dy)
+}
+
+/// [`conv2d_weight_grad`] by im2col + GEMM, whatever the shape.
+pub fn conv2d_weight_grad_im2col(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (n, kk, co) = (g.out_plane(), g.patch(), g.channels_out);
     let x_image = g.channels_in * g.in_plane();
     let mut per_image = zeros(g.batch * co * kk);

@@ -18,8 +18,10 @@ pub mod host;
 mod matmul;
 pub mod ops;
 pub mod optim;
+mod simd;
 pub mod softmax;
 pub mod upsample;
+mod winograd;
 
 pub use host::to_f32_vec;
 

@@ -31,6 +31,15 @@ impl Operand {
         }
     }
 
+    /// `data` read as a matrix whose element (r, c) sits at `r·row_stride + c·col_stride`.
+    pub(crate) fn with_strides(data: &[f32], row_stride: usize, col_stride: usize) -> Self {
+        Self {
+            ptr: data.as_ptr(),
+            row_stride: row_stride as isize,
+            col_stride: col_stride as isize,
+        }
+    }
+
     /// The transpose of `data` read as a row-major `[rows, cols]` matrix: a `[cols, rows]`
     /// operand, with no copy.
     pub(crate) fn transposed(data: &[f32], cols: usize) -> Self {
