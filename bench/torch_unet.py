@@ -4,6 +4,7 @@ Usage:
   python torch_unet.py check REFERENCE_DIR      # equals the reference on model A
   python torch_unet.py bench CONFIG BATCH REPS  # prints "forward_ms train_ms peak_mib"
   python torch_unet.py flops CONFIG BATCH       # prints "forward_flops train_flops sgemm_gflops"
+  python torch_unet.py sample CONFIG BATCH REPS # prints "ddim_step_ms 0 peak_mib"
 
 The architecture follows the description in shared/reference/README.md (head-major QKV,
 scale-shift norm, zero-padded skip concatenation); state-dict names match the reference's.
@@ -201,6 +202,57 @@ def bench(name, batch, reps):
     print(f"{median(skip(forward))} {median(skip(train))} {peak}")
 
 
+def cosine_alphas_cumprod(steps):
+    """The cosine schedule's ᾱ_t (betas clipped at 0.999), as the reference builds it."""
+    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    betas = [min(1 - f((i + 1) / steps) / f(i / steps), 0.999) for i in range(steps)]
+    out, acc = [], 1.0
+    for b in betas:
+        acc *= 1 - b
+        out.append(acc)
+    return out
+
+
+def sample(name, batch, reps):
+    """Times whole DDIM steps (η = 0) of a 50-step respacing as the reference takes them:
+    the network, p_mean_variance with the learned range variance and clipped x̂₀, then the DDIM
+    update."""
+    torch.manual_seed(0)
+    net = UNet(**CONFIGS[name]).eval()
+    base = cosine_alphas_cumprod(1000)
+    keep = list(range(0, 1000, 20))
+    ac = torch.tensor([base[k] for k in keep], dtype=torch.float64)
+    ac_prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    betas = 1 - ac / ac_prev
+    post_var = betas * (1 - ac_prev) / (1 - ac)
+    post_log_var = torch.log(torch.cat([post_var[1:2], post_var[1:]]))
+    c1 = betas * ac_prev.sqrt() / (1 - ac)
+    c2 = (1 - ac_prev) * (1 - betas).sqrt() / (1 - ac)
+    f32 = lambda v, t: v[t].float()[:, None, None, None]
+    x = torch.randn(batch, 3, 32, 32)
+    times = []
+    with torch.no_grad():
+        for i, step in enumerate(reversed(range(len(keep)))):
+            if i > reps:
+                break
+            start = time.perf_counter()
+            t = torch.full((batch,), step, dtype=torch.long)
+            # The network sees the original timestep (the respacing's timestep_map).
+            out = net(x, torch.tensor(keep)[t].float())
+            eps, v = out[:, :3], out[:, 3:]
+            min_log, max_log = f32(post_log_var, t), f32(torch.log(betas), t)
+            frac = (v + 1) / 2
+            _log_var = frac * max_log + (1 - frac) * min_log
+            x0 = (f32(1 / ac.sqrt(), t) * x - f32((1 / ac - 1).sqrt(), t) * eps).clamp(-1, 1)
+            _mean = f32(c1, t) * x0 + f32(c2, t) * x
+            eps = (f32(1 / ac.sqrt(), t) * x - x0) / f32((1 / ac - 1).sqrt(), t)
+            x = x0 * f32(ac_prev.sqrt(), t) + f32((1 - ac_prev).sqrt(), t) * eps
+            if i > 0:
+                times.append((time.perf_counter() - start) * 1e3)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"{median(times)} 0 {peak}")
+
+
 def flops(name, batch):
     """FLOPs of one forward pass and one forward+backward, counted by PyTorch, and the rate of
     a 1024³ sgemm on the same threads."""
@@ -232,5 +284,7 @@ if __name__ == "__main__":
         check(sys.argv[2])
     elif sys.argv[1] == "flops":
         flops(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "sample":
+        sample(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         bench(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

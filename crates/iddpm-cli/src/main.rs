@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    iddpm::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Train(args) => commands::train::run(args, false),

@@ -12,6 +12,7 @@ mod activation;
 mod autodiff;
 mod buffer;
 pub mod conv;
+pub mod dropout;
 mod flex;
 pub mod group_norm;
 pub mod host;

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod conditioning;
 pub mod config;
+pub mod dropout;
 pub mod flops;
 pub mod init;
 pub mod layers;

@@ -1,9 +1,9 @@
 //! The residual block of the UNet, conditioned on the timestep embedding.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::dropout::KeyedDropout;
 use crate::layers::{Conv2d, GroupNorm, Linear, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
 
@@ -15,7 +15,7 @@ pub struct ResBlock {
     in_conv: Conv2d,
     emb_linear: Linear,
     out_norm: GroupNorm,
-    dropout: Dropout,
+    dropout: KeyedDropout,
     out_conv: Conv2d,
     skip: Option<Conv2d>,
     use_scale_shift_norm: bool,
@@ -41,7 +41,7 @@ impl ResBlock {
             in_conv: Conv2d::new(channels, out_channels, 3, 1, 1, device),
             emb_linear: Linear::new(emb_channels, emb_out, device),
             out_norm: GroupNorm::new(out_channels, device),
-            dropout: DropoutConfig::new(dropout).init(),
+            dropout: KeyedDropout::new(dropout),
             out_conv: Conv2d::new(out_channels, out_channels, 3, 1, 1, device).zeroed(),
             skip: (channels != out_channels)
                 .then(|| Conv2d::new(channels, out_channels, 1, 1, 0, device)),

@@ -6,15 +6,18 @@
 //! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions). With
 //! `IDDPM_TORCH_PYTHON=/path/to/python` (a Python with torch), the same network in PyTorch
 //! (`bench/torch_unet.py`, checked equal to the reference on model A) runs side by side and the
-//! ratios are printed. The sampling column is one DDIM step at batch 16 (a forward pass),
-//! scaled to 50 steps.
+//! ratios are printed. The sampling line times whole DDIM steps at batch 16 on both sides
+//! (network, p_mean_variance with the learned variance, clipping, the update), scaled to 50
+//! steps, with the cores busy during them.
 
 use std::process::Command;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use iddpm::data::InMemoryDataset;
-use iddpm::diffusion::{BetaSchedule, DiffusionConfig, NoiseSource, SeededNoise};
+use iddpm::diffusion::{
+    BetaSchedule, Conditioning, DiffusionConfig, NoiseSource, SampleRequest, Sampler, SeededNoise,
+};
 use iddpm::nn::{ModelFlags, UNetModel};
 use iddpm::train::{TrainOptions, Trainer};
 
@@ -151,32 +154,52 @@ fn child(name: &str, checkpoint: bool, batch: usize, reps: usize) {
     );
 }
 
-/// One DDIM step (a forward pass at `batch`) timed; prints `ms_step 0 peak_mib`.
+/// Full 50-step DDIM sampling steps at `batch` (network, p_mean_variance, clipping, the DDIM
+/// update, as `iddpm sample` runs them), timed one by one; prints `ms_step 0 peak_mib cores`.
 fn sample_child(name: &str, batch: usize, reps: usize) {
     let device = Device::flex();
     let config = flags(name, false).unet_config(false).unwrap();
     let model = UNetModel::new(&config, &device);
-    let x = SeededNoise::new(0)
-        .sample([batch, 3, 32, 32], &device)
-        .unwrap();
-    let ts: Vec<f32> = (0..batch).map(|_| 500.0).collect();
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        let start = Instant::now();
-        let out = model.forward(
-            x.clone(),
-            Tensor::from_data(TensorData::new(ts.clone(), [batch]), &device),
-            None,
-        );
-        let _: Vec<f32> = out.into_data().convert::<f32>().try_into_vec().unwrap();
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+    let diffusion = DiffusionConfig {
+        diffusion_steps: 1000,
+        noise_schedule: BetaSchedule::Cosine,
+        learn_sigma: true,
+        timestep_respacing: "ddim50".into(),
+        ..Default::default()
     }
-    let times = if times.len() > 1 {
-        times[1..].to_vec()
-    } else {
-        times
-    };
-    println!("{} 0 {} 0", median(times), peak_rss_mib());
+    .build()
+    .unwrap();
+    let conditioning = Conditioning::none();
+    let mut noise = SeededNoise::new(0);
+    let request = SampleRequest::new(
+        Sampler::ddim(0.0),
+        [batch, 3, 32, 32],
+        &conditioning,
+        &mut noise,
+        &device,
+    );
+    let mut steps = diffusion.sample_loop_progressive(&model, request).unwrap();
+    let mut times = Vec::new();
+    let (mut cpu0, mut wall0) = (cpu_seconds(), Instant::now());
+    for rep in 0..=reps {
+        let start = Instant::now();
+        let step = steps.next().expect("50 steps").unwrap();
+        // Reading the sample back ends the step, as the CLI's uint8 conversion does.
+        let _: Vec<f32> = step
+            .sample
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        if rep == 0 {
+            // The first step warms caches and allocators.
+            (cpu0, wall0) = (cpu_seconds(), Instant::now());
+        } else {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let cores = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
+    println!("{} 0 {} {cores}", median(times), peak_rss_mib());
 }
 
 /// PyTorch's FLOP count of one forward pass and one training step of `name`, and its sgemm
@@ -258,6 +281,10 @@ fn run_child(
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
+        // As the CLI runs; IDDPM_BENCH_GLIBC_DEFAULTS=1 keeps glibc's defaults, for comparison.
+        if std::env::var_os("IDDPM_BENCH_GLIBC_DEFAULTS").is_none() {
+            iddpm::allocator::keep_freed_memory();
+        }
         let name = &args[pos + 1];
         let checkpoint = args[pos + 2] == "1";
         let batch: usize = args[pos + 3].parse().unwrap();
@@ -362,7 +389,7 @@ fn main() {
                 );
             }
         }
-        // Sampling throughput: 50 DDIM steps at batch 16, from one timed step.
+        // Sampling throughput: 50 DDIM steps at batch 16, from the median timed step.
         let sample_batch = 16;
         let sample = format!("{name}-sample");
         let ours = run_child(&sample, false, true, sample_batch, reps);
@@ -370,14 +397,17 @@ fn main() {
         let rate = |ms: f64| sample_batch as f64 / (50.0 * ms / 1e3);
         if let (Some(k), Some(s)) = (&ours, &standard) {
             print!(
-                "{name}: 50-step DDIM at batch {sample_batch}: kernels {:.3} images/s, burn ops {:.3} images/s",
+                "{name}: 50-step DDIM at batch {sample_batch}: kernels {:.3} images/s ({:.2} cores busy), burn ops {:.3} images/s",
                 rate(k[0]),
+                k[3],
                 rate(s[0])
             );
-            if let Some(t) = python
-                .as_deref()
-                .and_then(|py| torch(py, name, sample_batch, reps))
-            {
+            if let Some(t) = python.as_deref().and_then(|py| {
+                torch_script(
+                    py,
+                    &["sample", name, &sample_batch.to_string(), &reps.to_string()],
+                )
+            }) {
                 print!(
                     "; PyTorch {:.3} images/s; iddpm / PyTorch throughput x{:.2}",
                     rate(t[0]),

@@ -63,6 +63,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod device;
 pub mod error;
 pub mod evaluate;

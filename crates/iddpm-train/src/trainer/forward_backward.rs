@@ -157,12 +157,14 @@ impl Trainer<'_> {
             TensorData::new(inputs.noise[pixels].to_vec(), [m, c, r, r]),
             &self.train_device,
         );
-        // Dropout draws its masks from the device's generator: reseeding it from the step
-        // and the example's global index makes them reproducible, so a resumed run
-        // replays them exactly, whatever the split into processes.
+        // Dropout's masks come from a keyed stream: reseeding it from the step and the
+        // example's global index makes them reproducible, so a resumed run replays them
+        // exactly, whatever the split into processes. The device's generator is reseeded
+        // too, for any other random op on it.
         let offset = (inputs.first + start) as u64;
-        self.train_device
-            .seed(dropout_seed(self.opts.seed, self.step, offset));
+        let seed = dropout_seed(self.opts.seed, self.step, offset);
+        iddpm_nn::dropout::reseed(seed);
+        self.train_device.seed(seed);
         let cond = self.conditioning(batch, part.clone(), &x)?;
         let t = &inputs.timesteps[part.clone()];
         let losses = self
