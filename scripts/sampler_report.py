@@ -4,7 +4,7 @@
 
 usage: sampler_report.py [RESULTS_DIR] [REPORT.md]
 
-Reads RESULTS_DIR/samplers/<sampler>_<nfe>.json and, for the paper's samplers, the
+Reads RESULTS_DIR/samplers/<sampler>_<nfe>[_lambda<λ>].json and, for the paper's samplers, the
 reproduction study's hybrid_cosine cells (ancestral at 25/50/100 steps, DDIM at 25/50), writes
 the plot's data as CSV and the plot (FID against network evaluations, log x axis, drawn by
 `iddpm plot`, found through $IDDPM) into RESULTS_DIR/../, and replaces the part of REPORT.md
@@ -20,6 +20,10 @@ import sys
 NFES = [5, 10, 15, 20, 25]
 SOLVERS = [("SDE-DPM-Solver++(2M)", "sde-dpm++2m"), ("UniPC (bh2)", "unipc"),
            ("DPM-Solver++(2M)", "dpm++2m"), ("DPM-Solver++(3M)", "dpm++3m")]
+# Solvers whose grid starts below the signal-free last steps (--lambda_min_clipped).
+CLIPPED = [("SDE-DPM-Solver++(2M), λ ≥ −5.1", "sde-dpm++2m", "-5.1"),
+           ("SDE-DPM-Solver++(2M), λ ≥ −3", "sde-dpm++2m", "-3"),
+           ("DPM-Solver++(2M), λ ≥ −3", "dpm++2m", "-3")]
 # The reproduction study's cells of the same (shipped) model, by network evaluations.
 PAPER = [("ancestral (respaced)", "fid_learned_{}.json", [25, 50, 100]),
          ("DDIM, η = 0", "fid_learned_ddim{}.json", [25, 50])]
@@ -38,6 +42,11 @@ def cells(results):
     for label, name in SOLVERS:
         out[label] = {n: r for n in NFES
                       if (r := load(os.path.join(results, "samplers", f"{name}_{n}.json")))}
+    for label, name, lam in CLIPPED:
+        found = {n: r for n in NFES
+                 if (r := load(os.path.join(results, "samplers", f"{name}_{n}_lambda{lam}.json")))}
+        if found:
+            out[label] = found
     for label, pattern, nfes in PAPER:
         out[label] = {n: r for n in nfes
                       if (r := load(os.path.join(results, "hybrid_cosine", pattern.format(n))))}

@@ -64,6 +64,16 @@ pub struct DiffusionFlags {
         default_value = ""
     )]
     pub timestep_respacing: String,
+    /// Lay the respaced grid only over timesteps whose log-SNR ½·log(ᾱ/(1−ᾱ)) is at least
+    /// this (diffusers' lambda_min_clipped; e.g. -5.1 drops t = 99 of a 100-step cosine
+    /// schedule, where ᾱ = 2.4e-7). Default: keep all.
+    #[arg(
+        long = "lambda_min_clipped",
+        alias = "lambda-min-clipped",
+        default_value_t = f64::NEG_INFINITY,
+        allow_negative_numbers = true
+    )]
+    pub lambda_min_clipped: f64,
     /// With fixed variances, use the posterior variance rather than beta.
     #[arg(long = "sigma_small", alias = "sigma-small", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
     pub sigma_small: bool,
@@ -95,6 +105,7 @@ impl DiffusionFlags {
             rescale_timesteps: self.rescale_timesteps,
             rescale_learned_sigmas: self.rescale_learned_sigmas,
             timestep_respacing: self.timestep_respacing.clone(),
+            lambda_min_clipped: self.lambda_min_clipped,
         }
     }
 }

@@ -28,6 +28,11 @@ pub struct DiffusionConfig {
     pub rescale_learned_sigmas: bool,
     /// `--timestep_respacing`: "" (all steps), section counts, or "ddimN".
     pub timestep_respacing: String,
+    /// `--lambda_min_clipped` (diffusers' name): the respaced grid keeps only timesteps whose
+    /// log-SNR λ_t = ½ log(ᾱ_t / (1 − ᾱ_t)) is at least this, so sampling starts below the
+    /// last, nearly signal-free steps of a cosine schedule (ᾱ = 2.4e-7 at t = 99 of 100). The
+    /// start noise is then taken as x at the highest kept t. −∞ (the default) keeps all.
+    pub lambda_min_clipped: f64,
 }
 
 impl Default for DiffusionConfig {
@@ -42,6 +47,7 @@ impl Default for DiffusionConfig {
             rescale_timesteps: true,
             rescale_learned_sigmas: true,
             timestep_respacing: String::new(),
+            lambda_min_clipped: f64::NEG_INFINITY,
         }
     }
 }
@@ -84,9 +90,11 @@ impl DiffusionConfig {
     /// The diffusion with another respacing (e.g. training with all steps, sampling with 50).
     pub fn build_with_respacing(&self, respacing: &str) -> Result<GaussianDiffusion> {
         let betas = self.noise_schedule.betas(self.diffusion_steps)?;
+        // The grid is laid over the steps up to the last one with λ ≥ lambda_min_clipped.
+        let steps = self.unclipped_steps(&betas)?;
         let keep = match respacing.trim().strip_prefix("logsnr") {
-            Some(count) => self.logsnr_grid(&betas, count, respacing)?,
-            None => respacing_timesteps(self.diffusion_steps, respacing)?,
+            Some(count) => self.logsnr_grid(&betas[..steps], count, respacing)?,
+            None => respacing_timesteps(steps, respacing)?,
         };
         GaussianDiffusion::spaced(
             betas,
@@ -99,6 +107,39 @@ impl DiffusionConfig {
     }
 
     /// `logsnrN`: the timesteps of a grid uniform in log-SNR ([`crate::logsnr_grid`]).
+    /// How many of the first timesteps have λ_t ≥ `lambda_min_clipped` (all of them at −∞;
+    /// λ falls with t).
+    fn unclipped_steps(&self, betas: &[f64]) -> Result<usize> {
+        let min = self.lambda_min_clipped;
+        if min == f64::NEG_INFINITY {
+            return Ok(betas.len());
+        }
+        if min.is_nan() {
+            return Err(DiffusionError::InvalidLambdaClip {
+                value: min,
+                reason: "give a log-SNR such as -5.1".into(),
+            });
+        }
+        let mut acc = 1.0;
+        let steps = betas
+            .iter()
+            .take_while(|b| {
+                acc *= 1.0 - *b;
+                0.5 * (acc / (1.0 - acc)).ln() >= min
+            })
+            .count();
+        if steps == 0 {
+            return Err(DiffusionError::InvalidLambdaClip {
+                value: min,
+                reason: format!(
+                    "it removes every timestep: the schedule's largest log-SNR is {:.2}",
+                    0.5 * ((1.0 - betas[0]) / betas[0]).ln()
+                ),
+            });
+        }
+        Ok(steps)
+    }
+
     fn logsnr_grid(&self, betas: &[f64], count: &str, spec: &str) -> Result<Vec<usize>> {
         let err = |reason: String| DiffusionError::InvalidRespacing {
             spec: spec.to_string(),
@@ -119,5 +160,47 @@ impl DiffusionConfig {
             })
             .collect();
         logsnr_timesteps(&alphas_cumprod, n).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosine_100(respacing: &str, lambda_min_clipped: f64) -> Result<GaussianDiffusion> {
+        DiffusionConfig {
+            diffusion_steps: 100,
+            noise_schedule: BetaSchedule::Cosine,
+            learn_sigma: true,
+            timestep_respacing: respacing.into(),
+            lambda_min_clipped,
+            ..DiffusionConfig::default()
+        }
+        .build()
+    }
+
+    #[test]
+    fn lambda_min_clipped_lays_the_grid_below_the_signal_free_steps() {
+        // λ(99) = ½ ln(2.4e-7) ≈ −7.6 and λ(98) ≈ −4.2 on the 100-step cosine schedule.
+        let all = cosine_100("10", f64::NEG_INFINITY).unwrap();
+        assert_eq!(all.timestep_map().last(), Some(&99));
+        let clipped = cosine_100("10", -5.1).unwrap();
+        assert_eq!(clipped.timestep_map().len(), 10);
+        assert_eq!(clipped.timestep_map().last(), Some(&98));
+        assert_eq!(clipped.timestep_map().first(), Some(&0));
+        // A tighter clip starts lower still, and the log-SNR grid obeys it too.
+        let lower = cosine_100("logsnr10", -2.0).unwrap();
+        assert!(*lower.timestep_map().last().unwrap() < 98);
+    }
+
+    #[test]
+    fn lambda_min_clipped_refuses_nan_and_a_clip_that_leaves_nothing() {
+        let nan = cosine_100("10", f64::NAN).unwrap_err();
+        assert!(nan.to_string().contains("lambda_min_clipped"), "{nan}");
+        let all_gone = cosine_100("10", 50.0).unwrap_err();
+        assert!(
+            all_gone.to_string().contains("removes every timestep"),
+            "{all_gone}"
+        );
     }
 }

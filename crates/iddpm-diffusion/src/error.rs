@@ -53,6 +53,14 @@ pub enum DiffusionError {
         /// The offending value.
         value: f64,
     },
+    /// `--lambda_min_clipped` is NaN or removes every timestep.
+    #[error("invalid --lambda_min_clipped {value}: {reason}")]
+    InvalidLambdaClip {
+        /// The value as given.
+        value: f64,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
     /// A noise source could not deliver the requested draw.
     #[error("noise source: {0}")]
     Noise(String),

@@ -70,6 +70,8 @@ pub fn spec_from_reference(meta: &Value) -> Result<ModelSpec> {
         rescale_timesteps: flag_bool(kw, "rescale_timesteps", true),
         rescale_learned_sigmas: flag_bool(kw, "rescale_learned_sigmas", true),
         timestep_respacing: flag_str(kw, "timestep_respacing", "").to_string(),
+        // The reference has no such flag: its grids keep every step.
+        lambda_min_clipped: dc.lambda_min_clipped,
     };
     Ok(ModelSpec {
         model,
