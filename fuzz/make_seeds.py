@@ -166,6 +166,18 @@ def main():
     header += b" " * ((8 - len(header) % 8) % 8)
     body = floats([1, 2, 3, 4]) + struct.pack("<2e", 0.5, -2.0)
     put("safetensors", "small.safetensors", struct.pack("<Q", len(header)) + header + body)
+    # The same with the model settings iddpm writes into every checkpoint's metadata.
+    settings = {"image_size": 32, "num_channels": 64, "channel_mult": "1,1,1", "dropout": 0.0,
+                "learn_sigma": True, "noise_schedule": "cosine", "num_heads_upsample": -1}
+    header = json.dumps(
+        {
+            "__metadata__": {"format": "pt", "iddpm_settings": json.dumps(settings)},
+            "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+        }
+    ).encode()
+    header += b" " * ((8 - len(header) % 8) % 8)
+    put("safetensors", "with_settings.safetensors",
+        struct.pack("<Q", len(header)) + header + floats([1, 2, 3, 4]))
     put("npy", "f32.npy", npy((2, 3), "<f4", floats(range(6))))
     put("npy", "u8.npy", npy((4,), "|u1", bytes([0, 1, 254, 255])))
     put("npy", "i64.npy", npy((2,), "<i8", struct.pack("<2q", -1, 5)))

@@ -8,8 +8,10 @@
 
 pub mod atomic_write;
 pub mod error;
+pub mod metadata;
 pub mod pickle;
 pub mod safetensors_io;
+pub mod settings_json;
 pub mod state_dict;
 pub mod torch_zip;
 pub mod zip_entries;
@@ -20,6 +22,9 @@ pub use atomic_write::{
     FileDigest, is_temporary, new_run_id, remove_stale_temporaries, write_atomic,
 };
 pub use error::{CheckpointError, Result};
+pub use metadata::{
+    read_safetensors_metadata, replace_safetensors_metadata, safetensors_metadata_from_bytes,
+};
 pub use safetensors_io::{read_safetensors, write_safetensors};
 pub use state_dict::{StateDict, TensorEntry};
 pub use torch_zip::TorchArchive;

@@ -156,8 +156,26 @@ pub struct ModelArgs {
     /// Channel multipliers per resolution, e.g. "1,2,2,2" (default: from --image_size).
     #[arg(long = "channel_mult", alias = "channel-mult")]
     pub channel_mult: Option<CommaList<usize>>,
+    /// The model and diffusion settings as JSON (keys: the flag names), for checkpoints that
+    /// do not carry them (reference .pt files; `iddpm config NAME` writes one for a released
+    /// model). Flags typed on the command line must agree with it.
+    #[arg(long = "config")]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub diffusion: DiffusionFlags,
+}
+
+/// The argument ids typed on the command line (recorded once by `main`).
+static GIVEN: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+
+/// Records which arguments the user typed (clap's ids: the field names, e.g. "image_size").
+pub fn record_given(ids: std::collections::HashSet<String>) {
+    let _ = GIVEN.set(ids);
+}
+
+/// Whether the user typed the argument `id` (rather than leaving its default).
+pub fn was_given(id: &str) -> bool {
+    GIVEN.get().is_some_and(|given| given.contains(id))
 }
 
 impl ModelArgs {
@@ -181,7 +199,57 @@ impl ModelArgs {
         })
     }
 
-    /// The model and diffusion these flags describe.
+    /// The model and diffusion: these flags reconciled with the settings stored in
+    /// `checkpoint` (an iddpm safetensors file carries them) and in `--config`. A setting
+    /// found there replaces the flag's default; a flag the user typed must agree with it, or
+    /// the error names both values. `size_flag` is the flag that gave `image_size`
+    /// (`image_size`, or `large_size` for super-resolution).
+    pub fn resolve(
+        &self,
+        size_flag: &str,
+        image_size: usize,
+        super_res: bool,
+        checkpoint: Option<&std::path::Path>,
+    ) -> anyhow::Result<ModelSpec> {
+        use iddpm::settings::ModelSettings;
+        let flags = self.spec(image_size, super_res)?;
+        let mut sources = Vec::new();
+        if let Some(path) = &self.config {
+            let settings = ModelSettings::from_json_file(path)?;
+            sources.push((format!("--config {}", path.display()), settings));
+        }
+        if let Some(path) = checkpoint.filter(|p| p.is_file())
+            && let Some(settings) = ModelSettings::from_checkpoint(path)?
+        {
+            sources.push((path.display().to_string(), settings));
+        }
+        for (name, settings) in &sources {
+            let stored = settings.get("super_res").and_then(|v| v.as_bool());
+            if let Some(stored) = stored.filter(|&s| s != super_res) {
+                anyhow::bail!(
+                    "{name} describes a {} model; use {}",
+                    if stored {
+                        "super-resolution"
+                    } else {
+                        "plain (not super-resolution)"
+                    },
+                    if stored {
+                        "super_res_sample / super_res_train"
+                    } else {
+                        "sample / train / nll"
+                    }
+                );
+            }
+        }
+        let given = |key: &str| match key {
+            "image_size" => was_given(size_flag),
+            "super_res" => false,
+            key => was_given(key),
+        };
+        Ok(ModelSettings::reconcile(&flags, &given, &sources)?)
+    }
+
+    /// The model and diffusion these flags describe (nothing else consulted).
     pub fn spec(&self, image_size: usize, super_res: bool) -> anyhow::Result<ModelSpec> {
         Ok(ModelSpec {
             model: self.model_flags(image_size)?,

@@ -8,7 +8,7 @@ mod flags;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "iddpm", version, about = "Improved Denoising Diffusion Probabilistic Models", long_about = None)]
@@ -41,6 +41,9 @@ enum Command {
     Npz2png(commands::data::Npz2PngArgs),
     /// Print the timesteps and noise levels of a (respaced) diffusion.
     Schedule(commands::schedule::ScheduleArgs),
+    /// Model settings: a released model's as JSON (for --config), a checkpoint's, or written
+    /// into a checkpoint that lacks them (--embed).
+    Config(commands::config::ConfigArgs),
     /// Check a device against the reference vectors (forward pass, losses, DDIM).
     #[command(name = "check_device", alias = "check-device")]
     CheckDevice(commands::check_device::CheckDeviceArgs),
@@ -48,9 +51,24 @@ enum Command {
     Plot(commands::plot::PlotArgs),
 }
 
+/// The ids of the arguments typed on the command line (not left at their defaults).
+fn typed_ids(matches: &clap::ArgMatches) -> std::collections::HashSet<String> {
+    matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 fn main() -> ExitCode {
     iddpm::allocator::keep_freed_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if let Some((_, sub)) = matches.subcommand() {
+        flags::record_given(typed_ids(sub));
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match &cli.command {
         Command::Train(args) => commands::train::run(args, false),
         Command::SuperResTrain(args) => commands::train::run(args, true),
@@ -61,6 +79,7 @@ fn main() -> ExitCode {
         Command::Data(args) => commands::data::run(args),
         Command::Npz2png(args) => commands::data::npz2png(args),
         Command::Schedule(args) => commands::schedule::run(args),
+        Command::Config(args) => commands::config::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::CheckDevice(args) => commands::check_device::run(args),
     };

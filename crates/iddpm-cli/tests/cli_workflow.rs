@@ -430,7 +430,7 @@ fn greyscale_models_train_sample_and_measure_on_one_channel() {
     args.extend(grey.iter().map(|s| s.to_string()));
     assert!(run(args).contains("bits/dim"));
 
-    // A three-channel network refuses one-channel data, naming the flag.
+    // The file says it has one channel: asking for three names both values.
     let mut args = with(
         &[
             "nll",
@@ -441,13 +441,17 @@ fn greyscale_models_train_sample_and_measure_on_one_channel() {
         ],
         &["--num_samples", "2", "--output_dir", out.to_str().unwrap()],
     );
-    args.extend(["--learn_sigma", "True"].iter().map(|s| s.to_string()));
+    args.extend(["--image_channels", "3"].iter().map(|s| s.to_string()));
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_iddpm"))
         .args(&args)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("--image_channels 3") && err.contains("image_channels = 1"),
+        "{err}"
+    );
 }
 
 /// `--ema_warmup True` is recorded in the EMA files, and a resume under another warm-up is

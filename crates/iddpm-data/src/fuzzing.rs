@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use iddpm_checkpoint::{TorchArchive, pickle, read_safetensors, state_dict_from_bytes};
+use iddpm_checkpoint::settings_json::parse_settings;
+use iddpm_checkpoint::{
+    TorchArchive, pickle, read_safetensors, safetensors_metadata_from_bytes, state_dict_from_bytes,
+};
 
 use crate::convert::cifar10_records;
 use crate::idx::parse_idx;
@@ -53,9 +56,18 @@ pub fn torch_archive(data: &[u8]) {
     consume(state_dict_from_bytes(data, Path::new(NAME)));
 }
 
-/// A safetensors file.
+/// A safetensors file: its tensors, and the model settings its metadata may carry.
 pub fn safetensors(data: &[u8]) {
     consume(read_safetensors(Path::new(NAME), data));
+    match safetensors_metadata_from_bytes(data, Path::new(NAME)) {
+        Ok(Some(meta)) => {
+            if let Some(text) = meta.get("iddpm_settings") {
+                consume(parse_settings(text));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => consume::<(), _>(Err(e)),
+    }
 }
 
 /// A `.npy` array.

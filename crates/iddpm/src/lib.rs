@@ -73,6 +73,7 @@ pub mod nll;
 pub mod progress;
 pub mod reference_check;
 pub mod sample;
+pub mod settings;
 pub mod sharding;
 pub mod steady_rate;
 

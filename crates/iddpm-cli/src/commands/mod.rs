@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check_device;
+pub mod config;
 pub mod data;
 pub mod distributed;
 pub mod eval;

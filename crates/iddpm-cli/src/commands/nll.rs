@@ -40,9 +40,14 @@ pub fn run(args: &NllArgs) -> anyhow::Result<()> {
     }
     let mut group = join_processes()?;
     let device = device_for(&args.run.device, &group)?;
-    let size = args.model.image_size;
-    let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
+    let spec = (args.model).resolve(
+        "image_size",
+        args.model.image_size,
+        false,
+        Some(&args.run.model_path),
+    )?;
+    let size = spec.model.image_size;
     let data = test_data(args, size, &spec.model)?;
     let output_dir = output_dir_of(&args.run, "nll", &group)?;
     let (model, diffusion) = args.run.load_model(&spec, &device)?;

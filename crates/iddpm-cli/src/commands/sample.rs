@@ -72,9 +72,14 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     }
     let mut group = join_processes()?;
     let device = device_for(&args.run.device, &group)?;
-    let size = args.model.image_size;
-    let spec = args.model.spec(size, false)?;
     args.run.check_model_path()?;
+    let spec = (args.model).resolve(
+        "image_size",
+        args.model.image_size,
+        false,
+        Some(&args.run.model_path),
+    )?;
+    let size = spec.model.image_size;
     let labels = match &args.labels {
         Some(l) => Some(parse_labels(l, args.num_samples)?),
         None => None,
@@ -82,7 +87,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let init_noise = match &args.init_noise {
         Some(path) => Some(read_init_noise(
             path,
-            [args.num_samples, args.model.image_channels, size, size],
+            [args.num_samples, spec.model.image_channels, size, size],
         )?),
         None => None,
     };

@@ -39,17 +39,24 @@ pub struct SuperResArgs {
 
 /// Upsamples the base samples and writes `samples_{N}x{L}x{L}x3.npz` and a grid.
 pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
-    let base = read_base_samples(args)?;
+    args.run.check_model_path()?;
+    let spec = (args.model).resolve(
+        "large_size",
+        args.large_size,
+        true,
+        Some(&args.run.model_path),
+    )?;
+    let large_size = spec.model.image_size;
+    let base = read_base_samples(args, &spec)?;
     let n = base.count;
     let mut group = join_processes()?;
     let device = device_for(&args.run.device, &group)?;
-    let spec = args.model.spec(args.large_size, true)?;
     let output_dir = output_dir_of(&args.run, "super_res_sample", &group)?;
     let (model, diffusion) = args.run.load_model(&spec, &device)?;
     let opts = SampleOptions {
         num_samples: n,
         batch_size: args.run.batch_size,
-        image_size: args.large_size,
+        image_size: large_size,
         sampler: args.sampler.sampler()?,
         clip_denoised: args.sampler.clip_denoised,
         threshold: args.sampler.threshold()?,
@@ -75,7 +82,7 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
         "upsampled {n} images to {l}x{l}; wrote {} and {}",
         npz.display(),
         png.display(),
-        l = args.large_size
+        l = large_size
     );
     remove_batch_dir(opts.batch_dir)?;
     Ok(group.finish()?)
@@ -93,7 +100,7 @@ struct BaseSamples {
 
 /// Reads `--base_samples` (`arr_0` uint8 `[N, s, s, C]`, `arr_1` labels) and checks it
 /// against `--small_size`, `--image_channels`, `--num_samples` and `--class_cond`.
-fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
+fn read_base_samples(args: &SuperResArgs, spec: &iddpm::ModelSpec) -> anyhow::Result<BaseSamples> {
     let file = args.base_samples.display();
     let arrays =
         read_npz(&args.base_samples).with_context(|| format!("reading --base_samples {file}"))?;
@@ -108,7 +115,7 @@ fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
             images.shape
         );
     };
-    let (s, want_c) = (args.small_size, args.model.image_channels);
+    let (s, want_c) = (args.small_size, spec.model.image_channels);
     if (h, w, c) != (s, s, want_c) {
         bail!(
             "{file}: images are {h}x{w}x{c}, --small_size {s} and --image_channels {want_c} \
@@ -119,7 +126,7 @@ fn read_base_samples(args: &SuperResArgs) -> anyhow::Result<BaseSamples> {
     if n == 0 {
         bail!("no images to upsample (--num_samples 0 or an empty arr_0)");
     }
-    let labels = if args.model.class_cond {
+    let labels = if spec.model.class_cond {
         let labels = array("arr_1")
             .and_then(|a| a.to_i64())
             .with_context(|| format!("{file}: a class-conditional model needs arr_1 labels"))?;

@@ -152,13 +152,25 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let main = rank == 0;
     let device = device_for(&args.device, &group)?;
     let (size, small_size) = image_sizes(args, super_res)?;
-    let spec = args.model.spec(size, super_res)?;
+    // A resumed run takes the settings its checkpoint recorded.
+    let resume = Some(Path::new(&args.resume_checkpoint)).filter(|p| !p.as_os_str().is_empty());
+    let size_flag = if super_res {
+        "large_size"
+    } else {
+        "image_size"
+    };
+    let spec = args.model.resolve(size_flag, size, super_res, resume)?;
+    let size = spec.model.image_size;
     let unet = spec.model.unet_config(super_res)?;
     let gflop = unet.forward_flops(size) / 1e9;
     let log_dir = log_dir(args, super_res, world_size);
     ensure_writable_dir(&log_dir)?;
     let (train_data, heldout) = training_data(args, size, &spec.model)?;
-    let opts = train_options(args, log_dir.clone(), small_size)?;
+    let mut opts = train_options(args, log_dir.clone(), small_size)?;
+    opts.checkpoint_metadata = checkpoint_metadata(&spec);
+    if main {
+        write_args_json(&log_dir, &spec)?;
+    }
     let mut trainer = Trainer::new(
         unet,
         spec.diffusion.clone(),
@@ -196,6 +208,31 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let group = trainer.leave_group();
     report_communication(&group, summary.last_step - summary.first_step);
     Ok(group.finish()?)
+}
+
+/// The metadata every model and EMA file of the run carries: the model's settings and
+/// iddpm's version, so that `sample --model_path FILE` needs no other flag.
+fn checkpoint_metadata(spec: &ModelSpec) -> Vec<(String, String)> {
+    use iddpm::settings::{ModelSettings, SETTINGS_KEY, VERSION_KEY};
+    vec![
+        (SETTINGS_KEY.into(), ModelSettings::of(spec).to_json()),
+        (VERSION_KEY.into(), env!("CARGO_PKG_VERSION").into()),
+    ]
+}
+
+/// Writes `args.json` into the log folder (atomically): the command line as typed, and the
+/// model and diffusion settings it resolved to.
+fn write_args_json(log_dir: &Path, spec: &ModelSpec) -> anyhow::Result<()> {
+    let settings: serde_json::Value =
+        serde_json::from_str(&iddpm::settings::ModelSettings::of(spec).to_json())?;
+    let json = serde_json::json!({
+        "argv": std::env::args().collect::<Vec<_>>(),
+        "settings": settings,
+        "iddpm_version": env!("CARGO_PKG_VERSION"),
+    });
+    let path = log_dir.join("args.json");
+    iddpm::checkpoint::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
+    Ok(())
 }
 
 /// Resumes from `--resume_checkpoint` when it is given.

@@ -54,6 +54,7 @@ impl Trainer<'_> {
             ("producer".to_string(), "iddpm".to_string()),
         ];
         meta.extend(manifest.to_metadata());
+        meta.extend(self.opts.checkpoint_metadata.iter().cloned());
         write_safetensors(&model_path, &state_dict_of(&mut self.model), &refs(&meta))?;
         save_loss_curve(
             &dir.join("loss_curve.png"),
@@ -129,6 +130,8 @@ impl Trainer<'_> {
                 warmup_label(self.opts.ema_warmup),
             ),
         ];
+        let mut meta = meta.to_vec();
+        meta.extend(self.opts.checkpoint_metadata.iter().cloned());
         let digest = write_safetensors(&dir.join(&name), &dict, &refs(&meta))?;
         Ok((name, digest))
     }

@@ -85,6 +85,9 @@ pub struct TrainOptions {
     /// EMAs start afresh, as when fine-tuning a reference `.pt`. Without it a resume needs the
     /// companion files saved with the model, unchanged.
     pub resume_weights_only: bool,
+    /// Extra safetensors metadata for every model and EMA file (the CLI puts the model's
+    /// settings and iddpm's version here, so that a checkpoint describes itself).
+    pub checkpoint_metadata: Vec<(String, String)>,
 }
 
 /// The reference's starting log2 loss scale: big enough that small f16 gradients do not
@@ -116,6 +119,7 @@ impl Default for TrainOptions {
             fp16_scale_growth: 1e-3,
             initial_lg_loss_scale: INITIAL_LG_LOSS_SCALE,
             resume_weights_only: false,
+            checkpoint_metadata: Vec::new(),
         }
     }
 }
