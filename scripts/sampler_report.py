@@ -50,6 +50,11 @@ def cells(results):
     for label, pattern, nfes in PAPER:
         out[label] = {n: r for n in nfes
                       if (r := load(os.path.join(results, "hybrid_cosine", pattern.format(n))))}
+    # The study's own cells of the paper's sampler at fewer steps join its row.
+    for n in NFES:
+        if n not in out[PAPER[0][0]] and (r := load(os.path.join(results, "samplers",
+                                                                   f"ancestral_{n}.json"))):
+            out[PAPER[0][0]][n] = r
     return out
 
 

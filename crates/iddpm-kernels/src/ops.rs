@@ -39,17 +39,37 @@ pub fn set_enabled(on: bool) {
     switch().store(on, Ordering::Relaxed);
 }
 
-/// Whether `device` is burn's Flex CPU backend (with or without autodiff).
-pub fn is_flex(device: &Device) -> bool {
-    matches!(
-        device.clone().inner().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
+/// What kind of device a tensor lives on: the one answer to "is this the CPU?" that every
+/// crate asks (memory checks, tolerances, which ops run, warnings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// burn's Flex backend (with or without autodiff): the CPU, host memory, and iddpm's
+    /// kernels.
+    Flex,
+    /// Any other backend burn was built with (CUDA, wgpu, CubeCL's CPU runtime): burn's
+    /// standard ops, the device's own memory.
+    Other,
 }
+
+impl DeviceKind {
+    /// The kind of `device`.
+    pub fn of(device: &Device) -> Self {
+        match device.clone().inner().as_dispatch() {
+            DispatchDevice::Flex(_) => Self::Flex,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether this is the Flex CPU backend.
+    pub fn is_flex(self) -> bool {
+        self == Self::Flex
+    }
+}
+
 
 /// Whether every tensor is f32 on Flex and the kernels are on.
 fn use_kernel(dtypes: &[DType], device: &Device) -> bool {
-    enabled() && is_flex(device) && dtypes.iter().all(|d| *d == DType::F32)
+    enabled() && DeviceKind::of(device).is_flex() && dtypes.iter().all(|d| *d == DType::F32)
 }
 
 /// `conv2d(x, weight) + bias` with the same `stride` and `padding` on both axes:

@@ -1,5 +1,6 @@
 //! Negative log-likelihood of a dataset in bits/dim (the reference's `image_nll.py`).
 
+use iddpm_kernels::ops::DeviceKind;
 use std::ops::Range;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -158,7 +159,7 @@ pub fn evaluate_nll_batches(
     if n == 0 {
         return Err(Error::Invalid("the dataset is empty".into()));
     }
-    if iddpm_kernels::ops::is_flex(device) {
+    if DeviceKind::of(device).is_flex() {
         let s = data.resolution();
         let batch = opts.batch_size.min(n) as u64;
         let bytes = batch.saturating_mul(model.config().activation_bytes(s, false));

@@ -1,5 +1,6 @@
 //! Drawing image samples in batches, as the reference's `image_sample.py`.
 
+use iddpm_kernels::ops::DeviceKind;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -172,7 +173,7 @@ fn check_batch_fits(
     c: usize,
     device: &Device,
 ) -> Result<()> {
-    if !iddpm_kernels::ops::is_flex(device) {
+    if !DeviceKind::of(device).is_flex() {
         return Ok(());
     }
     let (n, s) = (opts.num_samples as u64, opts.image_size);

@@ -12,6 +12,7 @@ use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
 use iddpm::data::{Dataset, ImageFolder, InMemoryDataset};
 use iddpm::diffusion::Sampler;
+use iddpm::kernels::DeviceKind;
 use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
@@ -146,11 +147,11 @@ const STEADY_AFTER: u64 = 3;
 /// Trains until `--max_steps`, the end of `--lr_anneal_steps`, or Ctrl-C / SIGTERM (which
 /// save a checkpoint first).
 pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
-    check_fp16_flags(args)?;
     let group = join_processes()?;
     let (rank, world_size) = (group.rank(), group.world_size());
     let main = rank == 0;
     let device = device_for(&args.device, &group)?;
+    check_fp16_flags(args, &device)?;
     let (size, small_size) = image_sizes(args, super_res)?;
     // A resumed run takes the settings its checkpoint recorded.
     let resume = Some(Path::new(&args.resume_checkpoint)).filter(|p| !p.as_os_str().is_empty());
@@ -466,8 +467,8 @@ fn train_options(
 
 /// Warns of mixed precision off CUDA (it works, slowly) and refuses a negative loss-scale
 /// growth.
-fn check_fp16_flags(args: &TrainArgs) -> anyhow::Result<()> {
-    if args.use_fp16 && !args.device.starts_with("cuda") {
+fn check_fp16_flags(args: &TrainArgs, device: &Device) -> anyhow::Result<()> {
+    if args.use_fp16 && DeviceKind::of(device).is_flex() {
         eprintln!(
             "warning: --use_fp16 True on --device {}: f16 arithmetic is slower than f32 on \
              the CPU; mixed precision pays on CUDA devices",

@@ -9,6 +9,7 @@ use iddpm_diffusion::{
     DiffusionConfig, GOLDEN_GAMMA, GaussianDiffusion, LossSecondMomentResampler, ScheduleSampler,
     UniformSampler, splitmix64_mix,
 };
+use iddpm_kernels::ops::DeviceKind;
 use iddpm_kernels::to_f32_vec;
 use iddpm_nn::{ParamSlot, ParamVisitor, UNetConfig, UNetModel, VisitParams, param_names};
 use rand::SeedableRng;
@@ -125,7 +126,7 @@ fn check_step_fits(
     resolution: usize,
     device: &Device,
 ) -> Result<()> {
-    if !iddpm_kernels::ops::is_flex(device) {
+    if !DeviceKind::of(device).is_flex() {
         return Ok(());
     }
     let micro = if opts.microbatch == 0 {

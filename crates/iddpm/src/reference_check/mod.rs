@@ -11,6 +11,7 @@ mod spec;
 mod train_step;
 mod vectors;
 
+use iddpm_kernels::ops::DeviceKind;
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -38,7 +39,7 @@ pub use vectors::VectorFile;
 /// TF32 or f16 arithmetic standing in for f32 (errors of order 1e-3 relative per layer, 1e-2
 /// at the output), which this check is meant to catch.
 pub fn tolerance_scale(device: &Device) -> f64 {
-    if iddpm_kernels::ops::is_flex(device) {
+    if DeviceKind::of(device).is_flex() {
         1.0
     } else {
         10.0
