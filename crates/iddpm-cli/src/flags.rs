@@ -24,6 +24,14 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommaList<T>(pub Vec<T>);
 
+impl<T: Display> Display for CommaList<T> {
+    /// The values joined by commas, as they are typed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
 impl<T: FromStr> FromStr for CommaList<T>
 where
     T::Err: Display,
@@ -47,21 +55,21 @@ pub struct DiffusionFlags {
     #[arg(
         long = "diffusion_steps",
         alias = "diffusion-steps",
-        default_value_t = 1000
+        default_value_t = DiffusionConfig::default().diffusion_steps
     )]
     pub diffusion_steps: usize,
     /// Beta schedule: linear or cosine.
     #[arg(
         long = "noise_schedule",
         alias = "noise-schedule",
-        default_value = "linear"
+        default_value_t = DiffusionConfig::default().noise_schedule
     )]
     pub noise_schedule: BetaSchedule,
     /// Timesteps to keep: "" (all), section counts like "250" or "10,15,20", or "ddimN".
     #[arg(
         long = "timestep_respacing",
         alias = "timestep-respacing",
-        default_value = ""
+        default_value_t = DiffusionConfig::default().timestep_respacing
     )]
     pub timestep_respacing: String,
     /// Lay the respaced grid only over timesteps whose log-SNR ½·log(ᾱ/(1−ᾱ)) is at least
@@ -70,24 +78,24 @@ pub struct DiffusionFlags {
     #[arg(
         long = "lambda_min_clipped",
         alias = "lambda-min-clipped",
-        default_value_t = f64::NEG_INFINITY,
+        default_value_t = DiffusionConfig::default().lambda_min_clipped,
         allow_negative_numbers = true
     )]
     pub lambda_min_clipped: f64,
     /// With fixed variances, use the posterior variance rather than beta.
-    #[arg(long = "sigma_small", alias = "sigma-small", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "sigma_small", alias = "sigma-small", default_value_t = DiffusionConfig::default().sigma_small, value_parser = parse_bool, action = ArgAction::Set)]
     pub sigma_small: bool,
     /// Train on the variational bound L_vlb.
-    #[arg(long = "use_kl", alias = "use-kl", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "use_kl", alias = "use-kl", default_value_t = DiffusionConfig::default().use_kl, value_parser = parse_bool, action = ArgAction::Set)]
     pub use_kl: bool,
     /// The network predicts x_0 instead of the noise.
-    #[arg(long = "predict_xstart", alias = "predict-xstart", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "predict_xstart", alias = "predict-xstart", default_value_t = DiffusionConfig::default().predict_xstart, value_parser = parse_bool, action = ArgAction::Set)]
     pub predict_xstart: bool,
     /// Feed the network timesteps rescaled to [0, 1000).
-    #[arg(long = "rescale_timesteps", alias = "rescale-timesteps", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "rescale_timesteps", alias = "rescale-timesteps", default_value_t = DiffusionConfig::default().rescale_timesteps, value_parser = parse_bool, action = ArgAction::Set)]
     pub rescale_timesteps: bool,
     /// Weight the vb term by T/1000 (RESCALED_MSE).
-    #[arg(long = "rescale_learned_sigmas", alias = "rescale-learned-sigmas", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "rescale_learned_sigmas", alias = "rescale-learned-sigmas", default_value_t = DiffusionConfig::default().rescale_learned_sigmas, value_parser = parse_bool, action = ArgAction::Set)]
     pub rescale_learned_sigmas: bool,
 }
 
@@ -114,44 +122,44 @@ impl DiffusionFlags {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Side of the (square) images.
-    #[arg(long = "image_size", alias = "image-size", default_value_t = 64)]
+    #[arg(long = "image_size", alias = "image-size", default_value_t = ModelFlags::default().image_size)]
     pub image_size: usize,
     /// Channels of the images: 3 for RGB, 1 for greyscale (read as Pillow's "L"), or others.
-    #[arg(long = "image_channels", alias = "image-channels", default_value_t = 3)]
+    #[arg(long = "image_channels", alias = "image-channels", default_value_t = ModelFlags::default().image_channels)]
     pub image_channels: usize,
     /// Base channel count of the UNet.
-    #[arg(long = "num_channels", alias = "num-channels", default_value_t = 128)]
+    #[arg(long = "num_channels", alias = "num-channels", default_value_t = ModelFlags::default().num_channels)]
     pub num_channels: usize,
     /// Residual blocks per resolution.
-    #[arg(long = "num_res_blocks", alias = "num-res-blocks", default_value_t = 2)]
+    #[arg(long = "num_res_blocks", alias = "num-res-blocks", default_value_t = ModelFlags::default().num_res_blocks)]
     pub num_res_blocks: usize,
     /// Attention heads.
-    #[arg(long = "num_heads", alias = "num-heads", default_value_t = 4)]
+    #[arg(long = "num_heads", alias = "num-heads", default_value_t = ModelFlags::default().num_heads)]
     pub num_heads: usize,
     /// Attention heads in the upsampling path (-1: same as --num_heads).
-    #[arg(long = "num_heads_upsample", alias = "num-heads-upsample", default_value_t = -1, allow_negative_numbers = true)]
+    #[arg(long = "num_heads_upsample", alias = "num-heads-upsample", default_value_t = ModelFlags::default().num_heads_upsample, allow_negative_numbers = true)]
     pub num_heads_upsample: i64,
     /// Image resolutions with self-attention.
     #[arg(
         long = "attention_resolutions",
         alias = "attention-resolutions",
-        default_value = "16,8"
+        default_value_t = ModelFlags::default().attention_resolutions
     )]
     pub attention_resolutions: String,
     /// Dropout in the residual blocks.
-    #[arg(long = "dropout", default_value_t = 0.0)]
+    #[arg(long = "dropout", default_value_t = ModelFlags::default().dropout)]
     pub dropout: f64,
     /// Learn the variances (L_hybrid); the network has 6 output channels.
-    #[arg(long = "learn_sigma", alias = "learn-sigma", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "learn_sigma", alias = "learn-sigma", default_value_t = ModelFlags::default().learn_sigma, value_parser = parse_bool, action = ArgAction::Set)]
     pub learn_sigma: bool,
     /// Class-conditional model (1000 classes).
-    #[arg(long = "class_cond", alias = "class-cond", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "class_cond", alias = "class-cond", default_value_t = ModelFlags::default().class_cond, value_parser = parse_bool, action = ArgAction::Set)]
     pub class_cond: bool,
     /// Gradient checkpointing (recompute activations in the backward pass).
-    #[arg(long = "use_checkpoint", alias = "use-checkpoint", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "use_checkpoint", alias = "use-checkpoint", default_value_t = ModelFlags::default().use_checkpoint, value_parser = parse_bool, action = ArgAction::Set)]
     pub use_checkpoint: bool,
     /// FiLM-style scale/shift conditioning in the residual blocks.
-    #[arg(long = "use_scale_shift_norm", alias = "use-scale-shift-norm", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "use_scale_shift_norm", alias = "use-scale-shift-norm", default_value_t = ModelFlags::default().use_scale_shift_norm, value_parser = parse_bool, action = ArgAction::Set)]
     pub use_scale_shift_norm: bool,
     /// Channel multipliers per resolution, e.g. "1,2,2,2" (default: from --image_size).
     #[arg(long = "channel_mult", alias = "channel-mult")]

@@ -66,7 +66,6 @@ impl DeviceKind {
     }
 }
 
-
 /// Whether every tensor is f32 on Flex and the kernels are on.
 fn use_kernel(dtypes: &[DType], device: &Device) -> bool {
     enabled() && DeviceKind::of(device).is_flex() && dtypes.iter().all(|d| *d == DType::F32)

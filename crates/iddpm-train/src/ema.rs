@@ -22,6 +22,16 @@ pub struct EmaWarmup {
     pub power: f64,
 }
 
+impl Default for EmaWarmup {
+    /// diffusers' defaults: inv_gamma 1, power 2/3.
+    fn default() -> Self {
+        Self {
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
+        }
+    }
+}
+
 impl EmaWarmup {
     /// The decay of an EMA of `rate` at optimizer step `step` (counted from 1).
     pub fn decay(&self, rate: f64, step: u64) -> f64 {

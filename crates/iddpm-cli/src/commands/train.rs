@@ -17,11 +17,19 @@ use iddpm::nll::{NllOptions, evaluate_nll};
 use iddpm::nn::UNetModel;
 use iddpm::progress;
 use iddpm::steady_rate::SteadyRate;
-use iddpm::train::{LoopSummary, ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer};
+use iddpm::train::{
+    EmaWarmup, LoopSummary, ProcessGroup, SamplerKind, TrainEvent, TrainOptions, Trainer,
+};
 
 use crate::commands::distributed::{device_for, join_processes, main_process_bar};
 use crate::commands::{embedded_split, ensure_writable_dir};
 use crate::flags::{CommaList, ModelArgs, parse_bool};
+
+/// The library's training defaults, which the flags' defaults are (declared once, in
+/// `TrainOptions::default`).
+fn defaults() -> TrainOptions {
+    TrainOptions::default()
+}
 
 /// Arguments of `iddpm train`.
 #[derive(Args)]
@@ -30,45 +38,45 @@ pub struct TrainArgs {
     #[arg(long = "data_dir", alias = "data-dir")]
     pub data_dir: Option<PathBuf>,
     /// Learning rate.
-    #[arg(long = "lr", default_value_t = 1e-4)]
+    #[arg(long = "lr", default_value_t = defaults().lr)]
     pub lr: f64,
     /// AdamW weight decay.
-    #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = 0.0)]
+    #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = defaults().weight_decay)]
     pub weight_decay: f64,
     /// Anneal the learning rate linearly to 0 over this many steps, then stop (0: never).
     #[arg(
         long = "lr_anneal_steps",
         alias = "lr-anneal-steps",
-        default_value_t = 0
+        default_value_t = defaults().lr_anneal_steps
     )]
     pub lr_anneal_steps: u64,
     /// Images per step.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = defaults().batch_size)]
     pub batch_size: usize,
     /// Images per forward/backward pass (-1: the whole batch).
     #[arg(long = "microbatch", default_value_t = -1, allow_negative_numbers = true)]
     pub microbatch: i64,
     /// EMA rates, comma-separated.
-    #[arg(long = "ema_rate", alias = "ema-rate", default_value = "0.9999")]
+    #[arg(long = "ema_rate", alias = "ema-rate", default_value_t = CommaList(defaults().ema_rates))]
     pub ema_rate: CommaList<f64>,
     /// diffusers' EMA warm-up: decay min(rate, 1 − (1 + (step − 1)/inv_gamma)^−power), so that
     /// a short run's EMA is not mostly random initial weights (off: the reference's behaviour).
-    #[arg(long = "ema_warmup", alias = "ema-warmup", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "ema_warmup", alias = "ema-warmup", default_value_t = defaults().ema_warmup.is_some(), value_parser = parse_bool, action = ArgAction::Set)]
     pub ema_warmup: bool,
     /// The warm-up's inv_gamma (diffusers' default).
-    #[arg(long = "ema_inv_gamma", alias = "ema-inv-gamma", default_value_t = 1.0)]
+    #[arg(long = "ema_inv_gamma", alias = "ema-inv-gamma", default_value_t = EmaWarmup::default().inv_gamma)]
     pub ema_inv_gamma: f64,
     /// The warm-up's power (diffusers' default 2/3; 3/4 suits shorter runs).
-    #[arg(long = "ema_power", alias = "ema-power", default_value_t = 2.0 / 3.0)]
+    #[arg(long = "ema_power", alias = "ema-power", default_value_t = EmaWarmup::default().power)]
     pub ema_power: f64,
     /// Steps between log dumps.
-    #[arg(long = "log_interval", alias = "log-interval", default_value_t = 10)]
+    #[arg(long = "log_interval", alias = "log-interval", default_value_t = defaults().log_interval)]
     pub log_interval: u64,
     /// Steps between checkpoints.
     #[arg(
         long = "save_interval",
         alias = "save-interval",
-        default_value_t = 10000
+        default_value_t = defaults().save_interval
     )]
     pub save_interval: u64,
     /// Resume from model{step}.safetensors (or a reference model{step}.pt).
@@ -80,16 +88,16 @@ pub struct TrainArgs {
     pub resume_checkpoint: String,
     /// Resume from the checkpoint's weights alone, with a fresh optimizer and EMA (to
     /// fine-tune a reference .pt, or a model whose companion files are gone).
-    #[arg(long = "resume_weights_only", alias = "resume-weights-only", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "resume_weights_only", alias = "resume-weights-only", default_value_t = defaults().resume_weights_only, value_parser = parse_bool, action = ArgAction::Set)]
     pub resume_weights_only: bool,
     /// Mixed precision (CUDA only).
-    #[arg(long = "use_fp16", alias = "use-fp16", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "use_fp16", alias = "use-fp16", default_value_t = defaults().use_fp16, value_parser = parse_bool, action = ArgAction::Set)]
     pub use_fp16: bool,
     /// Added to the log2 loss scale after each fp16 step without overflow.
     #[arg(
         long = "fp16_scale_growth",
         alias = "fp16-scale-growth",
-        default_value_t = 1e-3,
+        default_value_t = defaults().fp16_scale_growth,
         allow_negative_numbers = true
     )]
     pub fp16_scale_growth: f64,
@@ -97,14 +105,14 @@ pub struct TrainArgs {
     #[arg(
         long = "schedule_sampler",
         alias = "schedule-sampler",
-        default_value = "uniform"
+        default_value_t = defaults().schedule_sampler
     )]
     pub schedule_sampler: SamplerKind,
     /// Stop after this many steps in total.
     #[arg(long = "max_steps", alias = "max-steps")]
     pub max_steps: Option<u64>,
     /// Seed of all randomness.
-    #[arg(long = "seed", default_value_t = 0)]
+    #[arg(long = "seed", default_value_t = defaults().seed)]
     pub seed: u64,
     /// flex (CPU), cuda or cuda:N.
     #[arg(long = "device", default_value = "flex")]
@@ -116,14 +124,14 @@ pub struct TrainArgs {
     #[arg(
         long = "preview_samples",
         alias = "preview-samples",
-        default_value_t = 16
+        default_value_t = defaults().preview_samples
     )]
     pub preview_samples: usize,
     /// Sampling steps of the preview (respaced from the training steps).
-    #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = 25)]
+    #[arg(long = "preview_steps", alias = "preview-steps", default_value_t = defaults().preview_steps)]
     pub preview_steps: usize,
     /// Preview with DDIM (η = 0); False samples ancestrally, with the model's variances.
-    #[arg(long = "preview_use_ddim", alias = "preview-use-ddim", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "preview_use_ddim", alias = "preview-use-ddim", default_value_t = defaults().preview_sampler == Sampler::ddim(0.0), value_parser = parse_bool, action = ArgAction::Set)]
     pub preview_use_ddim: bool,
     /// The preview's solver by name (see `sample --sampler`); overrides --preview_use_ddim.
     #[arg(long = "preview_sampler", alias = "preview-sampler")]

@@ -31,6 +31,16 @@ impl FromStr for SamplerKind {
     }
 }
 
+impl std::fmt::Display for SamplerKind {
+    /// The `--schedule_sampler` spelling.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Uniform => "uniform",
+            Self::LossSecondMoment => "loss-second-moment",
+        })
+    }
+}
+
 /// The training flags of the reference (`image_train.py`) plus iddpm's own.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
