@@ -357,7 +357,7 @@ impl RunFlags {
     pub fn output_dir(&self, command: &str) -> std::path::PathBuf {
         self.output_dir
             .clone()
-            .unwrap_or_else(|| crate::commands::fresh_run_dir(command))
+            .unwrap_or_else(|| crate::run_dir::fresh_run_dir(command))
     }
 
     /// The model at `--model_path` built as `spec` says, and its diffusion; errors name the file.

@@ -5,6 +5,7 @@
 
 mod commands;
 mod flags;
+mod run_dir;
 
 use std::process::ExitCode;
 

@@ -90,7 +90,7 @@ fn output_path(args: &EvalArgs) -> anyhow::Result<PathBuf> {
         (Some(file), _) => file.clone(),
         (None, dir) => dir
             .clone()
-            .unwrap_or_else(|| crate::commands::fresh_run_dir("eval"))
+            .unwrap_or_else(|| crate::run_dir::fresh_run_dir("eval"))
             .join("eval_results.json"),
     };
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -516,9 +516,9 @@ fn log_dir(args: &TrainArgs, super_res: bool, world_size: usize) -> PathBuf {
         };
         // Every process of a data-parallel run must land in the same folder.
         if world_size > 1 {
-            crate::commands::run_dir_name(command)
+            crate::run_dir::run_dir_name(command)
         } else {
-            crate::commands::fresh_run_dir(command)
+            crate::run_dir::fresh_run_dir(command)
         }
     })
 }
