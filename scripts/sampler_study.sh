@@ -117,8 +117,14 @@ os.replace(out + ".tmp", out)
 print(f"{sampler} at {nfe} evaluations: FID {result['fid']:.2f}")
 EOF
   if [ "${STUDY_COMMIT:-0}" = 1 ]; then
-    git add "$out" "$RESULTS/${name}.png"
-    git commit -q -m "Sampler study: $sampler at $nfe network evaluations" -- "$out" "$RESULTS/${name}.png"
+    # Retried: another git command in the same checkout may hold the index lock for a moment.
+    local try
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+      git add "$out" "$RESULTS/${name}.png" &&
+        git commit -q -m "Sampler study: $sampler at $nfe network evaluations" -- "$out" \
+          "$RESULTS/${name}.png" && break
+      sleep 10
+    done
   fi
 }
 
