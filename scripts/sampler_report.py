@@ -4,11 +4,14 @@
 
 usage: sampler_report.py [RESULTS_DIR] [REPORT.md]
 
-Reads RESULTS_DIR/samplers/<sampler>_<nfe>[_lambda<λ>].json and, for the paper's samplers, the
-reproduction study's hybrid_cosine cells (ancestral at 25/50/100 steps, DDIM at 25/50), writes
-the plot's data as CSV and the plot (FID against network evaluations, log x axis, drawn by
-`iddpm plot`, found through $IDDPM) into RESULTS_DIR/../, and replaces the part of REPORT.md
-between its BEGIN SAMPLERS and END SAMPLERS markers. Missing cells show as "pending".
+Two studies, each with its table and plot (FID against network evaluations, log x axis, drawn by
+`iddpm plot`, found through $IDDPM, with the plot's data as CSV beside it in RESULTS_DIR/../):
+- the shipped model: RESULTS_DIR/samplers/<sampler>_<nfe>[_lambda<λ>].json and, for the paper's
+  samplers, the reproduction study's hybrid_cosine cells (ancestral at 25/50/100 steps, DDIM at
+  25/50), between REPORT.md's BEGIN SAMPLERS and END SAMPLERS markers;
+- the one-channel model (STUDY_GREY=1): RESULTS_DIR/samplers_grey/, its own ancestral and DDIM
+  cells included, between the BEGIN SAMPLERS GREY and END SAMPLERS GREY markers, when present.
+Missing cells show as "pending".
 """
 
 import csv
@@ -34,6 +37,22 @@ def load(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def grey_cells(results):
+    """{label: {nfe: result}} for the one-channel model's study, whose paper samplers it ran."""
+    folder = os.path.join(results, "samplers_grey")
+    out = {}
+    for label, name in SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")]:
+        found = {}
+        for entry in sorted(os.listdir(folder)):
+            prefix = name + "_"
+            if entry.startswith(prefix) and entry.endswith(".json") and \
+                    entry[len(prefix):-5].isdigit():
+                found[int(entry[len(prefix):-5])] = load(os.path.join(folder, entry))
+        if found:
+            out[label] = found
+    return out
 
 
 def cells(results):
@@ -90,12 +109,12 @@ def table(all_cells):
     return "\n".join(lines)
 
 
-def plot(all_cells, out_dir):
+def plot(all_cells, out_dir, name, title):
     series = []
     for label, c in all_cells.items():
         if not c:
             continue
-        path = os.path.join(out_dir, "fid_nfe_" + "".join(ch if ch.isalnum() else "_"
+        path = os.path.join(out_dir, name + "_" + "".join(ch if ch.isalnum() else "_"
                                                             for ch in label) + ".csv")
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
@@ -104,9 +123,8 @@ def plot(all_cells, out_dir):
         series.append(f"{label}={path}:nfe:fid")
     if not series:
         return None
-    output = os.path.join(out_dir, "samplers_fid_vs_nfe.png")
-    args = ["--output", output, "--title",
-            "Shipped model: FID against network evaluations (2,000 samples)",
+    output = os.path.join(out_dir, name + ".png")
+    args = ["--output", output, "--title", title,
             "--x_label", "network evaluations (log scale)", "--y_label", "FID (log scale)",
             "--log_x", "--log_y", "--points"]
     for s in series:
@@ -118,23 +136,34 @@ def plot(all_cells, out_dir):
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else "docs/reproduction/results"
     report = sys.argv[2] if len(sys.argv) > 2 else "docs/reproduction.md"
-    all_cells = cells(results)
     out_dir = os.path.dirname(os.path.normpath(results))
-    picture = plot(all_cells, out_dir)
-    text = table(all_cells)
-    if picture:
-        rel = os.path.relpath(picture, os.path.dirname(report))
-        text += f"\n\n![FID against network evaluations]({rel})"
     with open(report) as f:
         doc = f.read()
-    begin, end = "<!-- BEGIN SAMPLERS -->", "<!-- END SAMPLERS -->"
+    studies = [("SAMPLERS", cells(results), "samplers_fid_vs_nfe",
+                "Shipped model: FID against network evaluations (2,000 samples)")]
+    if os.path.isdir(os.path.join(results, "samplers_grey")):
+        studies.append(("SAMPLERS GREY", grey_cells(results), "samplers_grey_fid_vs_nfe",
+                        "One-channel model: FID against network evaluations (2,000 samples)"))
+    for marker, all_cells, name, title in studies:
+        picture = plot(all_cells, out_dir, name, title)
+        text = table(all_cells)
+        if picture:
+            rel = os.path.relpath(picture, os.path.dirname(report))
+            text += f"\n\n![{title}]({rel})"
+        doc = replace_between(doc, marker, text, report)
+    with open(report + ".tmp", "w") as f:
+        f.write(doc)
+    os.replace(report + ".tmp", report)
+
+
+def replace_between(doc, marker, text, report):
+    """doc with the part between <!-- BEGIN marker --> and <!-- END marker --> set to text."""
+    begin, end = f"<!-- BEGIN {marker} -->", f"<!-- END {marker} -->"
     if begin not in doc:
         sys.exit(f"{report} has no {begin} marker")
     head, rest = doc.split(begin, 1)
     _, tail = rest.split(end, 1)
-    with open(report + ".tmp", "w") as f:
-        f.write(f"{head}{begin}\n{text}\n{end}{tail}")
-    os.replace(report + ".tmp", report)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
 if __name__ == "__main__":
