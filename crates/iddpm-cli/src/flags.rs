@@ -9,6 +9,7 @@ use clap::{ArgAction, Args};
 use iddpm::ModelSpec;
 use iddpm::diffusion::{BetaSchedule, DiffusionConfig};
 use iddpm::nn::ModelFlags;
+use iddpm::sample::SampleOptions;
 
 /// Parses a boolean as the reference's `str2bool` does (`True`, `true`, `yes`, `1`, ...).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
@@ -293,10 +294,10 @@ pub struct SamplerFlags {
     #[arg(long = "use_ddim", alias = "use-ddim", default_value = "False", value_parser = parse_bool, action = ArgAction::Set)]
     pub use_ddim: bool,
     /// DDIM noise level η (0: deterministic).
-    #[arg(long = "eta", default_value_t = 0.0)]
+    #[arg(long = "eta", default_value_t = iddpm::diffusion::Sampler::default().eta)]
     pub eta: f64,
     /// Clamp predicted x_0 to [-1, 1] at every step.
-    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value_t = SampleOptions::default().clip_denoised, value_parser = parse_bool, action = ArgAction::Set)]
     pub clip_denoised: bool,
     /// Imagen's dynamic thresholding of predicted x_0 instead of the clamp: per image, the
     /// threshold is this quantile of |x_0| (e.g. 0.995), at least 1 and at most
@@ -304,7 +305,7 @@ pub struct SamplerFlags {
     #[arg(long = "dynamic_threshold", alias = "dynamic-threshold")]
     pub dynamic_threshold: Option<f64>,
     /// The largest dynamic threshold (diffusers' sample_max_value).
-    #[arg(long = "threshold_max", alias = "threshold-max", default_value_t = 1.0)]
+    #[arg(long = "threshold_max", alias = "threshold-max", default_value_t = iddpm::diffusion::DynamicThreshold::DEFAULT_MAX)]
     pub threshold_max: f64,
 }
 
@@ -339,16 +340,16 @@ pub struct RunFlags {
     #[arg(long = "model_path", alias = "model-path")]
     pub model_path: std::path::PathBuf,
     /// Images per batch.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 16)]
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = SampleOptions::default().batch_size)]
     pub batch_size: usize,
     /// Seed of all randomness.
-    #[arg(long = "seed", default_value_t = 0)]
+    #[arg(long = "seed", default_value_t = SampleOptions::default().seed)]
     pub seed: u64,
     /// Where the outputs go (default: a new folder runs/COMMAND-TIME).
     #[arg(long = "output_dir", alias = "output-dir")]
     pub output_dir: Option<std::path::PathBuf>,
     /// flex (CPU), cuda or cuda:N.
-    #[arg(long = "device", default_value = "flex")]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
 }
 

@@ -17,6 +17,10 @@ pub struct DynamicThreshold {
 }
 
 impl DynamicThreshold {
+    /// The default largest threshold: 1, so that the threshold never exceeds the reference's
+    /// clip.
+    pub const DEFAULT_MAX: f64 = 1.0;
+
     /// Checked settings: ratio in (0, 1], max ≥ 1.
     pub fn new(ratio: f64, max: f64) -> Result<Self> {
         if !(ratio > 0.0 && ratio <= 1.0 && max >= 1.0 && max.is_finite()) {

@@ -4,6 +4,9 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 
+/// The `--device` name of [`default_device`].
+pub const DEFAULT_DEVICE_NAME: &str = "flex";
+
 /// The device iddpm uses unless told otherwise: burn's pure-Rust CPU backend.
 pub fn default_device() -> Device {
     Device::flex()

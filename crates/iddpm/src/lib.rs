@@ -43,17 +43,9 @@
 //! let (model, diffusion) = spec.load("cifar10_uncond_50M_500K.pt".as_ref(), &device)?;
 //! let opts = SampleOptions {
 //!     num_samples: 16,
-//!     batch_size: 16,
 //!     image_size: 32,
 //!     sampler: Sampler::ddim(0.0),
-//!     clip_denoised: true,
-//!     threshold: None,
-//!     seed: 0,
-//!     labels: None,
-//!     init_noise: None,
-//!     low_res: None,
-//!     shard: None,
-//!     batch_dir: None,
+//!     ..SampleOptions::default()
 //! };
 //! let samples = sample_images(&model, &diffusion, &opts, &device, &mut |_| {})?;
 //! iddpm::io::save_grid("samples.png".as_ref(), &samples.images, samples.n, 32, 32)?;

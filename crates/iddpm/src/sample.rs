@@ -50,6 +50,27 @@ pub struct SampleOptions {
     pub batch_dir: Option<PathBuf>,
 }
 
+/// The reference's `image_sample.py` defaults: 10,000 images in batches of 16, ancestral
+/// sampling with x̂_0 clipped, seed 0, at the model's default size.
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self {
+            num_samples: 10_000,
+            batch_size: 16,
+            image_size: iddpm_nn::ModelFlags::default().image_size,
+            sampler: Sampler::default(),
+            clip_denoised: true,
+            threshold: None,
+            seed: 0,
+            labels: None,
+            init_noise: None,
+            low_res: None,
+            shard: None,
+            batch_dir: None,
+        }
+    }
+}
+
 /// One process's share of the batches: batch k belongs to process `k % count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {

@@ -15,7 +15,7 @@ pub struct CheckDeviceArgs {
     #[arg(long = "reference_dir", alias = "reference-dir")]
     reference_dir: PathBuf,
     /// The device to check: flex (CPU) or cuda[:N].
-    #[arg(long = "device", default_value = "flex")]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     device: String,
     /// Tolerances as multiples of the CPU's parity tolerances (default: 1 on the CPU, 10 on a
     /// GPU; see `iddpm::reference_check::tolerance_scale`).

@@ -34,7 +34,7 @@ pub struct EvalArgs {
     #[arg(long = "output_dir", alias = "output-dir")]
     pub output_dir: Option<PathBuf>,
     /// flex (CPU), cuda or cuda:N.
-    #[arg(long = "device", default_value = "flex")]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
 }
 

@@ -25,7 +25,7 @@ pub struct NllArgs {
     #[arg(long = "num_samples", alias = "num-samples", default_value_t = 1000)]
     pub num_samples: usize,
     /// Clamp predicted x_0 to [-1, 1].
-    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value = "True", value_parser = parse_bool, action = ArgAction::Set)]
+    #[arg(long = "clip_denoised", alias = "clip-denoised", default_value_t = iddpm::sample::SampleOptions::default().clip_denoised, value_parser = parse_bool, action = ArgAction::Set)]
     pub clip_denoised: bool,
     #[command(flatten)]
     pub run: RunFlags,

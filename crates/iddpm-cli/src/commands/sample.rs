@@ -20,7 +20,7 @@ use iddpm::sharding::gather_samples;
 #[derive(Args)]
 pub struct SampleArgs {
     /// Number of images to draw.
-    #[arg(long = "num_samples", alias = "num-samples", default_value_t = 10000)]
+    #[arg(long = "num_samples", alias = "num-samples", default_value_t = iddpm::sample::SampleOptions::default().num_samples)]
     pub num_samples: usize,
     /// Class labels: a comma list ("3,3,7") or a .npy file; one label applies to all samples.
     #[arg(long = "labels")]

@@ -101,7 +101,7 @@ pub struct TrainArgs {
     #[arg(long = "seed", default_value_t = defaults().seed)]
     pub seed: u64,
     /// flex (CPU), cuda or cuda:N.
-    #[arg(long = "device", default_value = "flex")]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
     /// Where logs, checkpoints and pictures go (default: a new folder runs/train-TIME).
     #[arg(long = "log_dir", alias = "log-dir")]
