@@ -5,6 +5,7 @@
 
 mod commands;
 mod flags;
+mod recorded_flags;
 mod run_dir;
 
 use std::process::ExitCode;
@@ -65,7 +66,13 @@ fn typed_ids(matches: &clap::ArgMatches) -> std::collections::HashSet<String> {
 
 fn main() -> ExitCode {
     iddpm::allocator::keep_freed_memory();
-    let matches = Cli::command().get_matches();
+    let matches = match parse_command_line(std::env::args().collect()) {
+        Ok(matches) => matches,
+        Err(message) => {
+            eprintln!("error: {}", error_chain(&message));
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some((_, sub)) = matches.subcommand() {
         flags::record_given(typed_ids(sub));
     }
@@ -89,6 +96,36 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("error: {}", error_chain(&message));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line; a resumed training run's recorded flags go before the typed ones
+/// (see [`recorded_flags`]).
+fn parse_command_line(argv: Vec<String>) -> anyhow::Result<clap::ArgMatches> {
+    let matches = Cli::command().get_matches_from(&argv);
+    let Some((command, sub)) = matches.subcommand() else {
+        recorded_flags::record_command_line(argv);
+        return Ok(matches);
+    };
+    let resume = sub
+        .try_get_one::<String>("resume_checkpoint")
+        .ok()
+        .flatten()
+        .map(String::as_str);
+    match recorded_flags::continue_recorded_run(&argv, command, resume)? {
+        Some((merged, file)) => {
+            println!(
+                "continuing with the flags recorded in {} (flags typed now take precedence)",
+                file.display()
+            );
+            let matches = Cli::command().get_matches_from(&merged);
+            recorded_flags::record_command_line(merged);
+            Ok(matches)
+        }
+        None => {
+            recorded_flags::record_command_line(argv);
+            Ok(matches)
         }
     }
 }

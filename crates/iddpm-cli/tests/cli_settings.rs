@@ -42,6 +42,8 @@ fn a_trained_checkpoint_needs_no_model_flags() {
             "2",
             "--preview_samples",
             "0",
+            "--ema_rate",
+            "0.99",
         ],
     ));
     let args: serde_json::Value =
@@ -49,7 +51,7 @@ fn a_trained_checkpoint_needs_no_model_flags() {
     assert_eq!(args["settings"]["num_channels"], 32);
     assert_eq!(args["settings"]["diffusion_steps"], 10);
 
-    let ema = log.join("ema_0.9999_000002.safetensors");
+    let ema = log.join("ema_0.99_000002.safetensors");
     let model = log.join("model000002.safetensors");
     let (ema, model) = (ema.to_str().unwrap(), model.to_str().unwrap());
     // Sampling and the NLL: nothing but the path (and run options).
@@ -82,24 +84,27 @@ fn a_trained_checkpoint_needs_no_model_flags() {
         "--output_dir",
         nll.to_str().unwrap(),
     ]);
-    // Resuming: the run's settings come from the checkpoint.
-    iddpm(&[
-        "train",
-        "--data_dir",
-        d,
-        "--resume_checkpoint",
-        model,
-        "--batch_size",
-        "4",
-        "--max_steps",
-        "4",
-        "--save_interval",
-        "2",
-        "--preview_samples",
-        "0",
-        "--log_dir",
-        l,
-    ]);
+    // Resuming: the model's settings come from the checkpoint, the run's other flags (data,
+    // batch size, EMA rate, log folder, …) from its args.json, and typed flags win.
+    let resumed = iddpm(&["train", "--resume_checkpoint", model, "--max_steps", "4"]);
+    assert!(resumed.contains("flags recorded in"), "{resumed}");
+    assert!(log.join("ema_0.99_000004.safetensors").is_file());
+    let args: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(log.join("args.json")).unwrap()).unwrap();
+    let argv: Vec<&str> = args["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        argv.ends_with(&["--resume_checkpoint", model, "--max_steps", "4"]),
+        "{argv:?}"
+    );
+    assert!(
+        argv.windows(2).any(|w| w == ["--ema_rate", "0.99"]),
+        "{argv:?}"
+    );
     assert!(log.join("model000004.safetensors").is_file());
 
     // A typed flag that disagrees names both values; one that agrees is fine.

@@ -455,7 +455,7 @@ fn greyscale_models_train_sample_and_measure_on_one_channel() {
 }
 
 /// `--ema_warmup True` is recorded in the EMA files, and a resume under another warm-up is
-/// refused, naming both.
+/// refused, naming both; a resume that does not type it carries the run's own (args.json).
 #[test]
 fn an_ema_warmup_is_recorded_and_kept_on_resume() {
     let data = tmp("warmup-data");
@@ -497,6 +497,8 @@ fn an_ema_warmup_is_recorded_and_kept_on_resume() {
         "3",
         "--resume_checkpoint",
         model.to_str().unwrap(),
+        "--ema_warmup",
+        "False",
     ];
     args.extend(resume.map(String::from));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -513,4 +515,12 @@ fn an_ema_warmup_is_recorded_and_kept_on_resume() {
         err.contains("averaged with warm-up inv_gamma=1") && err.contains("asks for none"),
         "{err}"
     );
+    run(vec![
+        "train".into(),
+        "--resume_checkpoint".into(),
+        model.to_str().unwrap().into(),
+        "--max_steps".into(),
+        "3".into(),
+    ]);
+    assert!(log.join("ema_0.9999_000003.safetensors").is_file());
 }

@@ -51,9 +51,6 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
     let (train_data, heldout) = training_data(args, size, &spec.model)?;
     let mut opts = train_options(args, log_dir.clone(), small_size)?;
     opts.checkpoint_metadata = checkpoint_metadata(&spec);
-    if main {
-        write_args_json(&log_dir, &spec)?;
-    }
     let mut trainer = Trainer::new(
         unet,
         spec.diffusion.clone(),
@@ -67,6 +64,11 @@ pub fn run(args: &TrainArgs, super_res: bool) -> anyhow::Result<()> {
         println!("model: {params} parameters, {gflop:.3} GFLOP per image forward");
     }
     resume_if_asked(&mut trainer, args)?;
+    // Written once the run has started, so that a refused resume leaves the run's record as
+    // it was.
+    if main {
+        write_args_json(&log_dir, &spec)?;
+    }
     let stop = stop_flag_on_interrupt()?;
     println!("logging to {}", log_dir.display());
     let started = Instant::now();

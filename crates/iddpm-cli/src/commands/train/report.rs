@@ -109,17 +109,18 @@ pub(super) fn checkpoint_metadata(spec: &ModelSpec) -> Vec<(String, String)> {
     ]
 }
 
-/// Writes `args.json` into the log folder (atomically): the command line as typed, and the
-/// model and diffusion settings it resolved to.
+/// Writes `args.json` into the log folder (atomically): the command line the run ran with
+/// (for a resumed run, the recorded flags and then the typed ones), and the model and
+/// diffusion settings it resolved to. A later `--resume_checkpoint` reads it back.
 pub(super) fn write_args_json(log_dir: &Path, spec: &ModelSpec) -> anyhow::Result<()> {
     let settings: serde_json::Value =
         serde_json::from_str(&iddpm::settings::ModelSettings::of(spec).to_json())?;
     let json = serde_json::json!({
-        "argv": std::env::args().collect::<Vec<_>>(),
+        "argv": crate::recorded_flags::command_line(),
         "settings": settings,
         "iddpm_version": env!("CARGO_PKG_VERSION"),
     });
-    let path = log_dir.join("args.json");
+    let path = log_dir.join(crate::recorded_flags::ARGS_FILE);
     iddpm::checkpoint::write_atomic(&path, format!("{json:#}\n").as_bytes())?;
     Ok(())
 }
