@@ -17,6 +17,7 @@ Missing cells show as "pending".
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,19 +41,23 @@ def load(path):
 
 
 def grey_cells(results):
-    """{label: {nfe: result}} for the one-channel model's study, whose paper samplers it ran."""
+    """{label: {nfe: result}} for the one-channel model's study, whose paper samplers it ran,
+    with its --lambda_min_clipped cells as rows of their own."""
     folder = os.path.join(results, "samplers_grey")
+    names = dict((name, label) for label, name in
+                 SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")])
     out = {}
-    for label, name in SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")]:
-        found = {}
-        for entry in sorted(os.listdir(folder)):
-            prefix = name + "_"
-            if entry.startswith(prefix) and entry.endswith(".json") and \
-                    entry[len(prefix):-5].isdigit():
-                found[int(entry[len(prefix):-5])] = load(os.path.join(folder, entry))
-        if found:
-            out[label] = found
-    return out
+    for entry in sorted(os.listdir(folder)):
+        match = re.fullmatch(r"(.+)_(\d+)(?:_lambda(-?[0-9.]+))?\.json", entry)
+        if not match or match.group(1) not in names:
+            continue
+        name, nfe, lam = match.groups()
+        label = names[name] + (f", λ ≥ {lam.replace('-', '−')}" if lam else "")
+        out.setdefault(label, {})[int(nfe)] = load(os.path.join(folder, entry))
+    order = [label for _, label in names.items()]
+    return dict(sorted(out.items(), key=lambda kv: (order.index(kv[0].split(",")[0])
+                                                    if kv[0].split(",")[0] in order else 99,
+                                                    kv[0])))
 
 
 def cells(results):
@@ -87,14 +92,16 @@ def fid_text(r):
     return text
 
 
-def table(all_cells):
+def table(all_cells, pending=True):
+    """The FID table, then precision, recall and time; unmeasured planned cells show as
+    "pending" when `pending`, else as "–"."""
     nfes = sorted({n for c in all_cells.values() for n in c} | set(NFES))
     lines = ["| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
              "| --- |" + " --- |" * len(nfes)]
     solvers = {label for label, _ in SOLVERS}
     for label, c in all_cells.items():
-        row = [fid_text(c[n]) if n in c else ("pending" if label in solvers and n in NFES
-                                              else "–") for n in nfes]
+        row = [fid_text(c[n]) if n in c else ("pending" if pending and label in solvers
+                                              and n in NFES else "–") for n in nfes]
         lines.append(f"| {label} | " + " | ".join(row) + " |")
     lines += ["", "Precision, recall and sampling wall time per 1,000 images as each cell recorded "
               "it (2 cores; the cells ran under different loads, so times compare only roughly):",
@@ -140,13 +147,14 @@ def main():
     with open(report) as f:
         doc = f.read()
     studies = [("SAMPLERS", cells(results), "samplers_fid_vs_nfe",
-                "Shipped model: FID against network evaluations (2,000 samples)")]
+                "Shipped model: FID against network evaluations (2,000 samples)", True)]
     if os.path.isdir(os.path.join(results, "samplers_grey")):
         studies.append(("SAMPLERS GREY", grey_cells(results), "samplers_grey_fid_vs_nfe",
-                        "One-channel model: FID against network evaluations (2,000 samples)"))
-    for marker, all_cells, name, title in studies:
+                        "One-channel model: FID against network evaluations (2,000 samples)",
+                        False))
+    for marker, all_cells, name, title, pending in studies:
         picture = plot(all_cells, out_dir, name, title)
-        text = table(all_cells)
+        text = table(all_cells, pending)
         if picture:
             rel = os.path.relpath(picture, os.path.dirname(report))
             text += f"\n\n![{title}]({rel})"
