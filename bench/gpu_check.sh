@@ -6,6 +6,10 @@
 #                                  scripts/gpu-bundle.sh) and runs on --device cuda.
 #   bench/gpu_check.sh --dry-run   the same steps on the CPU (target/release/iddpm, or $IDDPM)
 #                                  at tiny sizes, so that CI keeps the script working.
+#   bench/gpu_check.sh --dry-run --device NAME
+#                                  the dry run on another device of the binary's, e.g. wgpu:cpu
+#                                  (Mesa's lavapipe) with IDDPM=target/wgpu/release/iddpm: the
+#                                  GPU code path (burn's CubeCL ops) on this machine's CPU.
 #
 # Steps:
 #   1. `iddpm check_device`: model A's forward pass, diffusion A's training losses,
@@ -29,12 +33,15 @@ cd "$(dirname "$0")/.."
 
 dry_run=0
 bundle=.cache/gpu-bundle/iddpm-gpu.tar.xz
-for arg in "$@"; do
-  case "$arg" in
+dry_device=flex
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry-run) dry_run=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) bundle=$arg ;;
+    --device) dry_device=${2:?--device needs a name}; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    *) bundle=$1 ;;
   esac
+  shift
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
@@ -45,7 +52,7 @@ failed=0
 
 # ---- what runs where -----------------------------------------------------------------------
 if [ "$dry_run" = 1 ]; then
-  device=flex
+  device=$dry_device
   iddpm=${IDDPM:-target/release/iddpm}
   reference=${IDDPM_REFERENCE_DIR:-tests/reference}
   demo_steps=100 demo_log=25

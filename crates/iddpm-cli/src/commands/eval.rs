@@ -33,7 +33,8 @@ pub struct EvalArgs {
     /// Folder of eval_results.json (default: a new folder runs/eval-TIME).
     #[arg(long = "output_dir", alias = "output-dir")]
     pub output_dir: Option<PathBuf>,
-    /// flex (CPU), cuda or cuda:N.
+    /// flex (CPU), cuda[:N] or wgpu[:N | :integrated[:N] | :cpu]
+    /// (all but flex need their cargo feature).
     #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
 }

@@ -100,7 +100,8 @@ pub struct TrainArgs {
     /// Seed of all randomness.
     #[arg(long = "seed", default_value_t = defaults().seed)]
     pub seed: u64,
-    /// flex (CPU), cuda or cuda:N.
+    /// flex (CPU), cuda[:N] or wgpu[:N | :integrated[:N] | :cpu]
+    /// (all but flex need their cargo feature).
     #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
     /// Where logs, checkpoints and pictures go (default: a new folder runs/train-TIME).
