@@ -6,9 +6,6 @@ use thiserror::Error;
 
 use crate::unet::UNetModel;
 
-/// Channels of the images iddpm models (RGB).
-const IMAGE_CHANNELS: usize = 3;
-
 /// Conditioning that does not suit the network.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConditioningError {
@@ -38,20 +35,32 @@ pub enum ConditioningError {
     /// A plain network was given a low-resolution image.
     #[error("low-resolution images were given, but the model is not a super-resolution model")]
     UnexpectedLowRes,
+    /// The images' channels do not add up to the network's input channels.
+    #[error(
+        "the model takes {expected} input channels, but the images have {image} channels{}",
+        low_res.map(|c| format!(" and the low-resolution images {c}")).unwrap_or_default()
+    )]
+    ChannelMismatch {
+        /// The network's input channels.
+        expected: usize,
+        /// Channels of x_t.
+        image: usize,
+        /// Channels of the low-resolution image, when one is given.
+        low_res: Option<usize>,
+    },
 }
 
 impl UNetModel {
-    /// Whether the network takes a low-resolution image beside x_t (twice the image channels).
-    pub fn is_super_res(&self) -> bool {
-        self.in_channels() == 2 * IMAGE_CHANNELS
-    }
-
-    /// Checks that `labels` and the presence of a low-resolution input suit this network, so
-    /// that callers turn a mismatch into an error before [`UNetModel::forward`] would panic.
+    /// Checks that `labels` and a low-resolution input suit this network, so that callers turn
+    /// a mismatch into an error before [`UNetModel::forward`] would panic. The channels of x_t
+    /// (`image_channels`) and of the low-resolution image (`low_res_channels`, when one is
+    /// given) must add up to the network's input channels: a super-resolution network takes
+    /// twice the image channels, whatever their count.
     pub fn check_conditioning(
         &self,
         labels: Option<&[i64]>,
-        has_low_res: bool,
+        image_channels: usize,
+        low_res_channels: Option<usize>,
     ) -> Result<(), ConditioningError> {
         match (labels, self.num_classes()) {
             (None, Some(classes)) => return Err(ConditioningError::MissingLabels { classes }),
@@ -63,10 +72,16 @@ impl UNetModel {
             }
             (None, None) => {}
         }
-        match (has_low_res, self.is_super_res()) {
-            (false, true) => Err(ConditioningError::MissingLowRes),
-            (true, false) => Err(ConditioningError::UnexpectedLowRes),
-            _ => Ok(()),
+        let expected = self.in_channels();
+        match low_res_channels {
+            _ if image_channels + low_res_channels.unwrap_or(0) == expected => Ok(()),
+            None if 2 * image_channels == expected => Err(ConditioningError::MissingLowRes),
+            Some(_) if image_channels == expected => Err(ConditioningError::UnexpectedLowRes),
+            low_res => Err(ConditioningError::ChannelMismatch {
+                expected,
+                image: image_channels,
+                low_res,
+            }),
         }
     }
 }

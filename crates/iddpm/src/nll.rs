@@ -209,7 +209,7 @@ fn load_batch(
     }
     let x = Tensor::<4>::from_data(TensorData::new(values, [b, c, r, r]), device);
     let labels = (model.is_class_conditional() && labels.len() == b).then_some(labels);
-    model.check_conditioning(labels.as_deref(), false)?;
+    model.check_conditioning(labels.as_deref(), c, None)?;
     let cond = match labels {
         Some(labels) => Conditioning::labels(Tensor::<1, Int>::from_data(
             TensorData::new(labels, [b]),

@@ -126,7 +126,8 @@ pub fn sample_images(
     check_options(opts, c)?;
     check_batch_fits(model, opts, c, device)?;
     let labels = labels_to_sample(opts, model.num_classes())?;
-    model.check_conditioning(labels.as_deref(), opts.low_res.is_some())?;
+    let low_res_channels = opts.low_res.as_ref().map(|_| c);
+    model.check_conditioning(labels.as_deref(), c, low_res_channels)?;
     let sampler = BatchSampler {
         model,
         diffusion,
@@ -177,11 +178,12 @@ pub fn sample_images(
     })
 }
 
-/// Channels of the images `model` draws (a super-resolution network also takes the upsampled
-/// low-resolution image).
+/// Channels of the images `model` draws: those of the low-resolution images when they are
+/// given (the network then takes both, which `check_conditioning` checks), else the network's
+/// input channels.
 fn image_channels(model: &UNetModel, opts: &SampleOptions) -> usize {
-    match opts.low_res {
-        Some(_) => model.in_channels() / 2,
+    match &opts.low_res {
+        Some((values, small)) => values.len() / (opts.num_samples * small * small).max(1),
         None => model.in_channels(),
     }
 }

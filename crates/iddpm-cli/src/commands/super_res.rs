@@ -17,15 +17,15 @@ use iddpm::sharding::gather_samples;
 /// Arguments of `iddpm super_res_sample`.
 #[derive(Args)]
 pub struct SuperResArgs {
-    /// Low-resolution samples: an .npz with arr_0 uint8 [N, s, s, 3] (and arr_1 labels).
+    /// Low-resolution samples: an .npz with arr_0 uint8 [N, s, s, C] (and arr_1 labels).
     #[arg(long = "base_samples", alias = "base-samples")]
     pub base_samples: PathBuf,
     /// Output side.
     #[arg(long = "large_size", alias = "large-size", default_value_t = 256)]
     pub large_size: usize,
-    /// Input side.
-    #[arg(long = "small_size", alias = "small-size", default_value_t = 64)]
-    pub small_size: usize,
+    /// Input side (default: the side of the --base_samples images; the reference's is 64).
+    #[arg(long = "small_size", alias = "small-size")]
+    pub small_size: Option<usize>,
     /// Number of images to upsample (default: all of base_samples).
     #[arg(long = "num_samples", alias = "num-samples")]
     pub num_samples: Option<usize>,
@@ -37,7 +37,7 @@ pub struct SuperResArgs {
     pub model: ModelArgs,
 }
 
-/// Upsamples the base samples and writes `samples_{N}x{L}x{L}x3.npz` and a grid.
+/// Upsamples the base samples and writes `samples_{N}x{L}x{L}x{C}.npz` and a grid.
 pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
     args.run.check_model_path()?;
     let spec = (args.model).resolve(
@@ -63,7 +63,7 @@ pub fn run(args: &SuperResArgs) -> anyhow::Result<()> {
         seed: args.run.seed,
         labels: base.labels,
         init_noise: None,
-        low_res: Some((base.low_res, args.small_size)),
+        low_res: Some((base.low_res, base.side)),
         shard: shard_of(&group),
         batch_dir: batch_dir(&args.run),
     };
@@ -96,6 +96,8 @@ struct BaseSamples {
     labels: Option<Vec<i64>>,
     /// N: `--num_samples`, at most the file's count.
     count: usize,
+    /// s: the images' side.
+    side: usize,
 }
 
 /// Reads `--base_samples` (`arr_0` uint8 `[N, s, s, C]`, `arr_1` labels) and checks it
@@ -115,11 +117,11 @@ fn read_base_samples(args: &SuperResArgs, spec: &iddpm::ModelSpec) -> anyhow::Re
             images.shape
         );
     };
-    let (s, want_c) = (args.small_size, spec.model.image_channels);
+    let (s, want_c) = (args.small_size.unwrap_or(h), spec.model.image_channels);
     if (h, w, c) != (s, s, want_c) {
         bail!(
-            "{file}: images are {h}x{w}x{c}, --small_size {s} and --image_channels {want_c} \
-             need {s}x{s}x{want_c}"
+            "{file}: images are {h}x{w}x{c}, --small_size {s} (default: their height) and \
+             --image_channels {want_c} need {s}x{s}x{want_c}"
         );
     }
     let n = args.num_samples.unwrap_or(count).min(count);
@@ -141,6 +143,7 @@ fn read_base_samples(args: &SuperResArgs, spec: &iddpm::ModelSpec) -> anyhow::Re
         low_res: nhwc_u8_to_nchw_unit(&pixels[..n * s * s * c], n, s, c),
         labels,
         count: n,
+        side: s,
     })
 }
 

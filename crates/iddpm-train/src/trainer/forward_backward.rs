@@ -199,7 +199,9 @@ impl Trainer<'_> {
             .filter(|_| self.model.is_class_conditional())
             .map(|l| &l[part.clone()]);
         let low_res = self.low_res(x);
-        self.model.check_conditioning(labels, low_res.is_some())?;
+        let low_res_channels = low_res.as_ref().map(|l| l.dims()[1]);
+        self.model
+            .check_conditioning(labels, x.dims()[1], low_res_channels)?;
         Ok(Conditioning {
             labels: labels.map(|l| {
                 Tensor::<1, Int>::from_data(
