@@ -12,6 +12,9 @@
 #                                  GPU code path (burn's CubeCL ops) on this machine's CPU.
 #
 # Steps:
+# On a GPU, steps 1 and 3 run on CUDA and again on wgpu (Vulkan on the same GPU, when the
+# bundle's binary has the wgpu feature and the machine a Vulkan driver): two code paths of
+# burn's CubeCL backends measured in one run.
 #   1. `iddpm check_device`: model A's forward pass, diffusion A's training losses,
 #      p_mean_variance and DDIM loop, and one training step's gradients, AdamW update and EMA
 #      (train_step_a, when the bundle carries it) against the reference vectors (the bundle carries them;
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --device) dry_device=${2:?--device needs a name}; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) bundle=$1 ;;
   esac
   shift
@@ -51,6 +54,7 @@ started=$SECONDS
 failed=0
 
 # ---- what runs where -----------------------------------------------------------------------
+also_devices=""
 if [ "$dry_run" = 1 ]; then
   device=$dry_device
   iddpm=${IDDPM:-target/release/iddpm}
@@ -60,6 +64,7 @@ if [ "$dry_run" = 1 ]; then
   fp16_steps=5 cell_timeout=300 demo_timeout=300 deadline=1500
 else
   device=cuda
+  also_devices=wgpu
   [ -f "$bundle" ] || { echo "no bundle at $bundle (scripts/gpu-bundle.sh makes it)" >&2; exit 1; }
   tar -C "$work" -xJf "$bundle"
   iddpm=$work/iddpm
@@ -84,7 +89,8 @@ config_flags() {
 
 # The device's name and its peak TFLOP/s for f32 (CUDA cores) and f16 (tensor cores, dense).
 gpu_name=cpu peak_f32="" peak_f16=""
-if [ "$device" = cuda ] && command -v nvidia-smi > /dev/null; then
+on_gpu=$([ "$dry_run" = 0 ] && command -v nvidia-smi > /dev/null && echo 1 || echo 0)
+if [ "$on_gpu" = 1 ]; then
   gpu_name=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)
   case "$gpu_name" in
     *H200*|*H100*SXM*|*"H100 80GB HBM3"*) peak_f32=67 peak_f16=989 ;;
@@ -104,13 +110,13 @@ gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>
 run_measured() {
   local log=$1; shift
   local baseline=0
-  [ "$device" = cuda ] && baseline=$(gpu_used)
+  [ "$on_gpu" = 1 ] && baseline=$(gpu_used)
   timeout "${LIMIT:-$cell_timeout}" "$@" > "$log" 2>&1 &
   local pid=$! peak=0 now child
   while kill -0 "$pid" 2> /dev/null; do
     child=$(pgrep -P "$pid" | head -1)
     if [ -n "$child" ]; then
-      if [ "$device" = cuda ]; then
+      if [ "$on_gpu" = 1 ]; then
         # The process's own memory; in a container nvidia-smi may not know its pid, and then
         # the device's use above what it used before the command started.
         now=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2> /dev/null \
@@ -142,13 +148,16 @@ out_of_time() { [ $((SECONDS - started)) -gt "$deadline" ]; }
 checks=()
 note() { checks+=("| $1 | $2 | $3 |"); [ "$2" = pass ] || failed=1; }
 
-# ---- 1. parity on the device ---------------------------------------------------------------
-if "$iddpm" check_device --reference_dir "$reference" --device "$device" > "$work/check_device.log" 2>&1; then
-  worst=$(grep -o '[0-9.]*% of tolerance' "$work/check_device.log" | sort -n | tail -1)
-  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM, train step)" pass "worst value at $worst"
-else
-  note "reference parity (check_device: forward, losses, p_mean_variance, DDIM, train step)" FAIL "$(grep -m1 -i 'fail\|error' "$work/check_device.log")"
-fi
+# ---- 1. parity on the device --------------------------------------------------------------
+for dev in $device $also_devices; do
+  what="reference parity on $dev (check_device: forward, losses, p_mean_variance, DDIM, train step)"
+  if "$iddpm" check_device --reference_dir "$reference" --device "$dev" > "$work/check_device-$dev.log" 2>&1; then
+    worst=$(grep -o '[0-9.]*% of tolerance' "$work/check_device-$dev.log" | sort -n | tail -1)
+    note "$what" pass "worst value at $worst"
+  else
+    note "$what" FAIL "$(grep -m1 -i 'fail\|error' "$work/check_device-$dev.log")"
+  fi
+done
 
 # ---- 2. the demo trains --------------------------------------------------------------------
 # shellcheck disable=SC2046
@@ -167,47 +176,51 @@ fi
 rows=()
 tflops() { awk -v r="$1" -v g="$2" -v k="$3" 'BEGIN { if (r == "") print ""; else printf "%.2f", r * g * k / 1000 }'; }
 of_peak() { awk -v t="$1" -v p="$2" 'BEGIN { if (t == "" || p == "") print "?"; else printf "%.1f%%", 100 * t / p }'; }
-for config in $configs; do
-  for batch in $batches; do
-    for precision in f32 fp16; do
-      fp16_flag=$([ "$precision" = fp16 ] && echo True || echo False)
-      peak=$([ "$precision" = fp16 ] && echo "$peak_f16" || echo "$peak_f32")
-      cell="$config-b$batch-$precision"
-      if out_of_time; then
-        rows+=("| $config | $batch | $precision | skipped: past the time budget | | | | | | |")
-        failed=1
-        continue
-      fi
-      # shellcheck disable=SC2046
-      if run_measured "$work/train-$cell.log" "$iddpm" train $(config_flags "$config") \
-          --batch_size "$batch" --max_steps $((warm_train + measure_train)) --save_interval 100000 \
-          --log_interval 100000 --preview_samples 0 --heldout_bpd 0 --use_fp16 "$fp16_flag" \
-          --device "$device" --log_dir "$work/$cell"; then
-        train_ips=$(number_after "$work/train-$cell.log" "steps/s,")
-        gflop=$(number_after "$work/train-$cell.log" "parameters,")
-        train_peak=$peak_mib
-      else
-        train_ips="" gflop="" train_peak=""
-        failed=1
-      fi
-      model=$(ls "$work/$cell"/model*.safetensors 2> /dev/null | tail -1)
-      ddim_ips="" sample_peak=""
-      # shellcheck disable=SC2046
-      if [ -n "$model" ] && run_measured "$work/sample-$cell.log" "$iddpm" sample $(config_flags "$config") \
-          --model_path "$model" --num_samples $((2 * batch)) --batch_size "$batch" --use_ddim True \
-          --timestep_respacing "$ddim" --use_fp16 "$fp16_flag" --device "$device" \
-          --output_dir "$work/samples-$cell"; then
-        ddim_ips=$(number_after "$work/sample-$cell.log" "after the first batch:")
-        sample_peak=$peak_mib
-      else
-        failed=1
-      fi
-      steps=${ddim#ddim}
-      train_tf=$(tflops "$train_ips" "$gflop" 3)
-      ddim_tf=$(tflops "$ddim_ips" "$gflop" "$steps")
-      rows+=("| $config | $batch | $precision | ${train_ips:-error} | ${train_tf:-} ($(of_peak "$train_tf" "$peak")) | ${train_peak:-} | ${ddim_ips:-error} | ${ddim_tf:-} ($(of_peak "$ddim_tf" "$peak")) | ${sample_peak:-} | ${gflop:-} |")
+for dev in $device $also_devices; do
+  # The other devices measure at the first batch size only, to stay in the time budget.
+  dev_batches=$([ "$dev" = "$device" ] && echo "$batches" || echo "${batches%% *}")
+  for config in $configs; do
+    for batch in $dev_batches; do
+      for precision in f32 fp16; do
+        fp16_flag=$([ "$precision" = fp16 ] && echo True || echo False)
+        peak=$([ "$precision" = fp16 ] && echo "$peak_f16" || echo "$peak_f32")
+        cell="$dev-$config-b$batch-$precision"
+        if out_of_time; then
+          rows+=("| $dev | $config | $batch | $precision | skipped: past the time budget | | | | | | |")
+          failed=1
+          continue
+        fi
+        # shellcheck disable=SC2046
+        if run_measured "$work/train-$cell.log" "$iddpm" train $(config_flags "$config") \
+            --batch_size "$batch" --max_steps $((warm_train + measure_train)) --save_interval 100000 \
+            --log_interval 100000 --preview_samples 0 --heldout_bpd 0 --use_fp16 "$fp16_flag" \
+            --device "$dev" --log_dir "$work/$cell"; then
+          train_ips=$(number_after "$work/train-$cell.log" "steps/s,")
+          gflop=$(number_after "$work/train-$cell.log" "parameters,")
+          train_peak=$peak_mib
+        else
+          train_ips="" gflop="" train_peak=""
+          failed=1
+        fi
+        model=$(ls "$work/$cell"/model*.safetensors 2> /dev/null | tail -1)
+        ddim_ips="" sample_peak=""
+        # shellcheck disable=SC2046
+        if [ -n "$model" ] && run_measured "$work/sample-$cell.log" "$iddpm" sample $(config_flags "$config") \
+            --model_path "$model" --num_samples $((2 * batch)) --batch_size "$batch" --use_ddim True \
+            --timestep_respacing "$ddim" --use_fp16 "$fp16_flag" --device "$dev" \
+            --output_dir "$work/samples-$cell"; then
+          ddim_ips=$(number_after "$work/sample-$cell.log" "after the first batch:")
+          sample_peak=$peak_mib
+        else
+          failed=1
+        fi
+        steps=${ddim#ddim}
+        train_tf=$(tflops "$train_ips" "$gflop" 3)
+        ddim_tf=$(tflops "$ddim_ips" "$gflop" "$steps")
+        rows+=("| $dev | $config | $batch | $precision | ${train_ips:-error} | ${train_tf:-} ($(of_peak "$train_tf" "$peak")) | ${train_peak:-} | ${ddim_ips:-error} | ${ddim_tf:-} ($(of_peak "$ddim_tf" "$peak")) | ${sample_peak:-} | ${gflop:-} |")
+      done
     done
-  done
+done
 done
 
 # ---- 4. the loss scale of mixed precision --------------------------------------------------
@@ -236,8 +249,8 @@ fi
   echo
   echo "Peak TFLOP/s taken as ${peak_f32:-?} (f32) and ${peak_f16:-?} (f16 tensor cores, dense). Rates after warm-up ($warm_train training steps, one sampling batch); $ddim sampling."
   echo
-  echo "| config | batch | precision | train images/s | train TFLOP/s (of peak) | train peak MiB | DDIM images/s | DDIM TFLOP/s (of peak) | sample peak MiB | GFLOP/image |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| device | config | batch | precision | train images/s | train TFLOP/s (of peak) | train peak MiB | DDIM images/s | DDIM TFLOP/s (of peak) | sample peak MiB | GFLOP/image |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
   echo "$((SECONDS - started)) s in all; logs in $work"
