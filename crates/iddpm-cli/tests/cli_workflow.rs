@@ -151,23 +151,43 @@ fn train_resume_sample_nll() {
     assert!(grid.is_file());
 }
 
+/// `super_res_train` from 4x4 to 8x8 on `data` into `log`, with the tiny network and `extra`.
+fn super_res_train(data: &std::path::Path, log: &std::path::Path, extra: &[&str]) {
+    let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
+    let base = [
+        "super_res_train",
+        "--data_dir",
+        d,
+        "--large_size",
+        "8",
+        "--small_size",
+        "4",
+        "--log_dir",
+        l,
+    ];
+    run(with(&base, extra));
+}
+
+/// Writes `n` base samples of `[4, 4, channels]` as `dir/low.npz` and returns its path.
+fn base_samples(dir: &std::path::Path, n: usize, channels: usize) -> std::path::PathBuf {
+    let len = n * 16 * channels;
+    let low = NpyArray {
+        shape: vec![n, 4, 4, channels],
+        data: NpyData::U8((0..len).map(|v| (v * 255 / len) as u8).collect()),
+    };
+    let path = dir.join("low.npz");
+    write_npz(&path, &[("arr_0", &low)]).unwrap();
+    path
+}
+
 #[test]
 fn super_resolution_train_and_sample() {
     let data = tmp("sr-data");
     images(&data, 4, 8);
     let log = tmp("sr-run");
-    run(with(
-        &[
-            "super_res_train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--large_size",
-            "8",
-            "--small_size",
-            "4",
-            "--log_dir",
-            log.to_str().unwrap(),
-        ],
+    super_res_train(
+        &data,
+        &log,
         &[
             "--batch_size",
             "2",
@@ -180,7 +200,7 @@ fn super_resolution_train_and_sample() {
             "--preview_steps",
             "2",
         ],
-    ));
+    );
     let model = log.join("model000002.safetensors");
     assert!(model.is_file());
     // The preview shows rows of (low-resolution input, sample, original): 3x3 tiles of 8 px
@@ -204,12 +224,7 @@ fn super_resolution_train_and_sample() {
     }
     assert!(off <= 1, "the original tile is off by {off}");
     let base = tmp("sr-base");
-    let low = NpyArray {
-        shape: vec![3, 4, 4, 3],
-        data: NpyData::U8((0..144).map(|v| v as u8).collect()),
-    };
-    let base_npz = base.join("low.npz");
-    write_npz(&base_npz, &[("arr_0", &low)]).unwrap();
+    let base_npz = base_samples(&base, 3, 3);
     run(with(
         &[
             "super_res_sample",
@@ -238,36 +253,10 @@ fn one_channel_super_resolution_from_the_checkpoint_alone() {
     let data = tmp("sr1-data");
     images(&data, 4, 8);
     let log = tmp("sr1-run");
-    run(with(
-        &[
-            "super_res_train",
-            "--data_dir",
-            data.to_str().unwrap(),
-            "--large_size",
-            "8",
-            "--small_size",
-            "4",
-            "--image_channels",
-            "1",
-            "--log_dir",
-            log.to_str().unwrap(),
-        ],
-        &[
-            "--batch_size",
-            "2",
-            "--max_steps",
-            "1",
-            "--preview_samples",
-            "0",
-        ],
-    ));
+    let one_step = "--image_channels 1 --batch_size 2 --max_steps 1 --preview_samples 0";
+    super_res_train(&data, &log, &one_step.split(' ').collect::<Vec<_>>());
     let base = tmp("sr1-base");
-    let low = NpyArray {
-        shape: vec![2, 4, 4, 1],
-        data: NpyData::U8((0..32).map(|v| (v * 8) as u8).collect()),
-    };
-    let base_npz = base.join("low.npz");
-    write_npz(&base_npz, &[("arr_0", &low)]).unwrap();
+    let base_npz = base_samples(&base, 2, 1);
     let model = log.join("model000001.safetensors");
     iddpm(&[
         "super_res_sample",
