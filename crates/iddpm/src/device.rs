@@ -5,7 +5,9 @@
 //! - `cuda` / `cuda:N`: NVIDIA GPUs (feature `cuda`);
 //! - `wgpu`, `wgpu:N`, `wgpu:integrated[:N]`, `wgpu:cpu`: any Vulkan, Metal or DirectX device
 //!   through wgpu (feature `wgpu`); `wgpu:cpu` is a software adapter such as Mesa's lavapipe,
-//!   which runs the GPU code path on a machine without a GPU.
+//!   which runs the GPU code path on a machine without a GPU;
+//! - `cubecl-cpu`: CubeCL's own CPU runtime, the same kernels compiled for the host through
+//!   LLVM (feature `cubecl-cpu`).
 
 use burn::tensor::Device;
 
@@ -15,7 +17,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_DEVICE_NAME: &str = "flex";
 
 /// What `--device` accepts, for error messages and help texts.
-pub const DEVICE_NAMES: &str = "flex (or cpu), cuda[:N] or wgpu[:N | :integrated[:N] | :cpu]";
+pub const DEVICE_NAMES: &str =
+    "flex (or cpu), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu";
 
 /// The device iddpm uses unless told otherwise: burn's pure-Rust CPU backend.
 pub fn default_device() -> Device {
@@ -29,6 +32,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "flex" | "cpu" => Ok(Device::flex()),
         s if s == "cuda" || s.starts_with("cuda:") => cuda_device(s),
         s if s == "wgpu" || s.starts_with("wgpu:") => wgpu_device(s),
+        "cubecl-cpu" => cubecl_cpu_device(),
         other => Err(Error::Invalid(format!(
             "device {other:?}: expected {DEVICE_NAMES}"
         ))),
@@ -91,6 +95,16 @@ fn wgpu_device(s: &str) -> Result<Device> {
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device(s: &str) -> Result<Device> {
     Err(not_built(s, "wgpu"))
+}
+
+#[cfg(feature = "cubecl-cpu")]
+fn cubecl_cpu_device() -> Result<Device> {
+    Ok(Device::cpu())
+}
+
+#[cfg(not(feature = "cubecl-cpu"))]
+fn cubecl_cpu_device() -> Result<Device> {
+    Err(not_built("cubecl-cpu", "cubecl-cpu"))
 }
 
 #[cfg(test)]
