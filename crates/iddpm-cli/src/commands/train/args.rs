@@ -100,7 +100,7 @@ pub struct TrainArgs {
     /// Seed of all randomness.
     #[arg(long = "seed", default_value_t = defaults().seed)]
     pub seed: u64,
-    /// flex (CPU), cuda[:N] or wgpu[:N | :integrated[:N] | :cpu]
+    /// flex (CPU), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu
     /// (all but flex need their cargo feature).
     #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
     pub device: String,
