@@ -8,13 +8,14 @@
 #                                  at tiny sizes, so that CI keeps the script working.
 #   bench/gpu_check.sh --dry-run --device NAME
 #                                  the dry run on another device of the binary's, e.g. wgpu:cpu
-#                                  (Mesa's lavapipe) with IDDPM=target/wgpu/release/iddpm: the
+#                                  (Mesa's lavapipe) with IDDPM=target/cuda/release/iddpm: the
 #                                  GPU code path (burn's CubeCL ops) on this machine's CPU.
 #
-# Steps:
 # On a GPU, steps 1 and 3 run on CUDA and again on wgpu (Vulkan on the same GPU, when the
 # bundle's binary has the wgpu feature and the machine a Vulkan driver): two code paths of
 # burn's CubeCL backends measured in one run.
+#
+# Steps:
 #   1. `iddpm check_device`: model A's forward pass, diffusion A's training losses,
 #      p_mean_variance and DDIM loop, and one training step's gradients, AdamW update and EMA
 #      (train_step_a, when the bundle carries it) against the reference vectors (the bundle carries them;
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --device) dry_device=${2:?--device needs a name}; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) bundle=$1 ;;
   esac
   shift
@@ -220,7 +221,7 @@ for dev in $device $also_devices; do
         rows+=("| $dev | $config | $batch | $precision | ${train_ips:-error} | ${train_tf:-} ($(of_peak "$train_tf" "$peak")) | ${train_peak:-} | ${ddim_ips:-error} | ${ddim_tf:-} ($(of_peak "$ddim_tf" "$peak")) | ${sample_peak:-} | ${gflop:-} |")
       done
     done
-done
+  done
 done
 
 # ---- 4. the loss scale of mixed precision --------------------------------------------------

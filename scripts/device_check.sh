@@ -40,9 +40,9 @@ rows=()
 # as the detail and pass/FAIL from its status.
 check() {
   local name=$1; shift
-  local out status
-  out=$("$@" 2>&1); status=$?
-  rows+=("| $name | $([ $status = 0 ] && echo pass || echo FAIL) | $(tail -1 <<< "$out") |")
+  local output status
+  output=$("$@" 2>&1); status=$?
+  rows+=("| $name | $([ $status = 0 ] && echo pass || echo FAIL) | $(tail -1 <<< "$output") |")
   [ $status = 0 ] || failed=1
 }
 # The folder of output TAG on device D.

@@ -18,6 +18,7 @@ Standard library only (CI has no numpy). Each subcommand prints one line of deta
 
 import csv
 import glob
+import json
 import math
 import random
 import struct
@@ -64,8 +65,6 @@ def npz(flex_dir, device_dir, max_levels):
 
 
 def bpd(flex_json, device_json, rel_tol):
-    import json
-
     a = json.load(open(flex_json))["bpd"]
     b = json.load(open(device_json))["bpd"]
     rel = abs(a - b) / abs(a)

@@ -46,18 +46,18 @@ def grey_cells(results):
     folder = os.path.join(results, "samplers_grey")
     names = dict((name, label) for label, name in
                  SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")])
-    out = {}
+    order = list(names.values())
+    rows = {}
     for entry in sorted(os.listdir(folder)):
         match = re.fullmatch(r"(.+)_(\d+)(?:_lambda(-?[0-9.]+))?\.json", entry)
         if not match or match.group(1) not in names:
             continue
         name, nfe, lam = match.groups()
-        label = names[name] + (f", λ ≥ {lam.replace('-', '−')}" if lam else "")
-        out.setdefault(label, {})[int(nfe)] = load(os.path.join(folder, entry))
-    order = [label for _, label in names.items()]
-    return dict(sorted(out.items(), key=lambda kv: (order.index(kv[0].split(",")[0])
-                                                    if kv[0].split(",")[0] in order else 99,
-                                                    kv[0])))
+        base = names[name]
+        label = base + (f", λ ≥ {lam.replace('-', '−')}" if lam else "")
+        rows.setdefault((order.index(base), lam or "", label), {})[int(nfe)] = \
+            load(os.path.join(folder, entry))
+    return {label: found for (_, _, label), found in sorted(rows.items())}
 
 
 def cells(results):
