@@ -348,9 +348,7 @@ pub struct RunFlags {
     /// Where the outputs go (default: a new folder runs/COMMAND-TIME).
     #[arg(long = "output_dir", alias = "output-dir")]
     pub output_dir: Option<std::path::PathBuf>,
-    /// flex (CPU), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu
-    /// (all but flex need their cargo feature).
-    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME, help = iddpm::device::DEVICE_HELP)]
     pub device: String,
 }
 

@@ -16,9 +16,22 @@ use crate::error::{Error, Result};
 /// The `--device` name of [`default_device`].
 pub const DEFAULT_DEVICE_NAME: &str = "flex";
 
-/// What `--device` accepts, for error messages and help texts.
-pub const DEVICE_NAMES: &str =
-    "flex (or cpu), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu";
+/// The `--device` names, written once for [`DEVICE_NAMES`] and [`DEVICE_HELP`].
+macro_rules! device_names {
+    () => {
+        "flex (or cpu), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu"
+    };
+}
+
+/// What `--device` accepts, for error messages.
+pub const DEVICE_NAMES: &str = device_names!();
+
+/// The help text of every command's `--device` flag.
+pub const DEVICE_HELP: &str = concat!(
+    "Where tensors live: ",
+    device_names!(),
+    " (all but flex need their cargo feature)"
+);
 
 /// The device iddpm uses unless told otherwise: burn's pure-Rust CPU backend.
 pub fn default_device() -> Device {

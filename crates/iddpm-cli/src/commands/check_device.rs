@@ -14,8 +14,7 @@ pub struct CheckDeviceArgs {
     /// The reference vectors (`tests/reference` in the repository).
     #[arg(long = "reference_dir", alias = "reference-dir")]
     reference_dir: PathBuf,
-    /// The device to check: flex (CPU), cuda[:N], wgpu[...] or cubecl-cpu (see `sample --help`).
-    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME, help = iddpm::device::DEVICE_HELP)]
     device: String,
     /// Tolerances as multiples of the CPU's parity tolerances (default: 1 on the CPU, 10 on a
     /// GPU; see `iddpm::reference_check::tolerance_scale`).

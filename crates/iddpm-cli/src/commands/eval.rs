@@ -33,9 +33,7 @@ pub struct EvalArgs {
     /// Folder of eval_results.json (default: a new folder runs/eval-TIME).
     #[arg(long = "output_dir", alias = "output-dir")]
     pub output_dir: Option<PathBuf>,
-    /// flex (CPU), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu
-    /// (all but flex need their cargo feature).
-    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME, help = iddpm::device::DEVICE_HELP)]
     pub device: String,
 }
 

@@ -100,9 +100,7 @@ pub struct TrainArgs {
     /// Seed of all randomness.
     #[arg(long = "seed", default_value_t = defaults().seed)]
     pub seed: u64,
-    /// flex (CPU), cuda[:N], wgpu[:N | :integrated[:N] | :cpu] or cubecl-cpu
-    /// (all but flex need their cargo feature).
-    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME)]
+    #[arg(long = "device", default_value = iddpm::device::DEFAULT_DEVICE_NAME, help = iddpm::device::DEVICE_HELP)]
     pub device: String,
     /// Where logs, checkpoints and pictures go (default: a new folder runs/train-TIME).
     #[arg(long = "log_dir", alias = "log-dir")]
