@@ -102,6 +102,51 @@ pub fn conv2d(
     standard_conv2d(x, weight, Some(bias), options)
 }
 
+/// Batched matrix product over the last two axes, batch axis broadcast:
+/// `[B | 1, M, K] · [B | 1, K, N] = [B, M, N]`.
+///
+/// Every device runs burn's matmul except CubeCL's CPU runtime (feature `cubecl-cpu`): there
+/// cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for a `4×128 · 128×128`
+/// product (measured with `CUBECL_DEBUG_LOG`, issue #31; not compilation, which is cached, nor
+/// autotune, whose level changes nothing), so it runs as a broadcast product and a sum, two
+/// ordinary CubeCL kernels. The matmul kernels themselves are checked on wgpu.
+pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
+    if matmul_as_product_and_sum(&lhs.device()) {
+        matmul_by_product_and_sum(lhs, rhs)
+    } else {
+        lhs.matmul(rhs)
+    }
+}
+
+/// [`matmul`] as CubeCL's CPU runtime computes it: the broadcast product of every `lhs` row
+/// with every `rhs` column, summed over K (memory `B·M·K·N`, for the small products where
+/// that runtime needs it). Public so that its equivalence is tested on every device.
+pub fn matmul_by_product_and_sum(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
+    let lhs: Tensor<4> = lhs.unsqueeze_dim(3); // [B, M, K, 1]
+    let rhs: Tensor<4> = rhs.unsqueeze_dim(1); // [B, 1, K, N]
+    (lhs * rhs).sum_dim(2).squeeze_dim(2) // [B, M, K, N] -> [B, M, 1, N] -> [B, M, N]
+}
+
+/// [`matmul`] of two matrices: `[M, K] · [K, N] = [M, N]`.
+pub fn matmul_2d(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
+    if !matmul_as_product_and_sum(&lhs.device()) {
+        return lhs.matmul(rhs);
+    }
+    matmul(lhs.unsqueeze(), rhs.unsqueeze()).squeeze_dim(0) // [1, M, N] -> [M, N]
+}
+
+/// Whether [`matmul`] avoids burn's matmul on `device` (CubeCL's CPU runtime).
+#[cfg(feature = "cubecl-cpu")]
+fn matmul_as_product_and_sum(device: &Device) -> bool {
+    *device == Device::cpu()
+}
+
+/// Whether [`matmul`] avoids burn's matmul on `device`: never without CubeCL's CPU runtime.
+#[cfg(not(feature = "cubecl-cpu"))]
+fn matmul_as_product_and_sum(_device: &Device) -> bool {
+    false
+}
+
 /// Softmax over the last axis of an f32 tensor (the attention weights).
 pub fn softmax_last_dim<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let last = x.dims()[D - 1];

@@ -302,6 +302,45 @@ fn upsample_and_its_gradient_match_burn() {
 }
 
 #[test]
+fn matmul_as_product_and_sum_and_its_gradients_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    // (lhs, rhs): a batch on both sides, a broadcast weight (Conv1x1), a single matrix (Linear).
+    for (l, r) in [
+        ([3, 5, 7], [3, 7, 4]),
+        ([1, 6, 8], [2, 8, 9]),
+        ([1, 4, 16], [1, 16, 3]),
+    ] {
+        let (a, b) = (random(&mut rng, l, &device), random(&mut rng, r, &device));
+        let run = |product_and_sum: bool| {
+            let (a, b) = (a.clone().require_grad(), b.clone().require_grad());
+            let y = if product_and_sum {
+                ops::matmul_by_product_and_sum(a.clone(), b.clone())
+            } else {
+                a.clone().matmul(b.clone())
+            };
+            let grads = (y.clone() * y.clone().sin()).sum().backward();
+            let ga = values(a.grad(&grads).unwrap());
+            (values(y), ga, values(b.grad(&grads).unwrap()))
+        };
+        let (ours, standard) = (run(true), run(false));
+        let what = format!("matmul {l:?}·{r:?}");
+        assert_close(&format!("{what} forward"), ours.0, standard.0);
+        assert_close(&format!("{what} ∂lhs"), ours.1, standard.1);
+        assert_close(&format!("{what} ∂rhs"), ours.2, standard.2);
+    }
+    // Off CubeCL's CPU runtime, `ops::matmul` is burn's, bit for bit.
+    let (a, b) = (
+        random(&mut rng, [2, 3, 4], &device),
+        random(&mut rng, [2, 4, 5], &device),
+    );
+    assert_eq!(
+        values(ops::matmul(a.clone(), b.clone())),
+        values(a.matmul(b))
+    );
+}
+
+#[test]
 fn softmax_and_its_gradient_match_burn() {
     let device = Device::flex().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(8);

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor};
 
-use iddpm_kernels::ops::softmax_last_dim;
+use iddpm_kernels::ops::{matmul, softmax_last_dim};
 
 use crate::layers::{Conv1x1, GroupNorm, to_dtype};
 use crate::params::{ParamVisitor, VisitParams};
@@ -44,11 +44,11 @@ impl AttentionBlock {
         let q = qkv.clone().narrow(1, 0, d).mul_scalar(scale); // [N, d, T]
         let k = qkv.clone().narrow(1, d, d).mul_scalar(scale); // [N, d, S], S = T keys
         let v = qkv.narrow(1, 2 * d, d); // [N, d, S]
-        let logits = q.swap_dims(1, 2).matmul(k); // [N, T, d] · [N, d, S] = [N, T, S]
+        let logits = matmul(q.swap_dims(1, 2), k); // [N, T, d] · [N, d, S] = [N, T, S]
         let dtype = logits.dtype();
         // The softmax runs in f32 even when the torso runs in f16.
         let weight = to_dtype(softmax_last_dim(to_dtype(logits, DType::F32)), dtype); // [N, T, S]
-        let out = v.matmul(weight.swap_dims(1, 2)); // [N, d, S] · [N, S, T] = [N, d, T]
+        let out = matmul(v, weight.swap_dims(1, 2)); // [N, d, S] · [N, S, T] = [N, d, T]
         let out: Tensor<3> = out.reshape([b, c, t]); // [B, C, T], heads back side by side
         let out = self.proj_out.forward(out); // [B, C, T]
         (x + out).reshape([b, c, h, w]) // [B, C, H, W]

@@ -128,7 +128,7 @@ impl Conv1x1 {
         let [out, _] = self.weight.val().dims();
         let dtype = x.dtype();
         let w: Tensor<3> = to_dtype(self.weight.val(), dtype).unsqueeze();
-        w.matmul(x) + to_dtype(self.bias.val(), dtype).reshape([1, out, 1])
+        kernels::matmul(w, x) + to_dtype(self.bias.val(), dtype).reshape([1, out, 1])
     }
 }
 
@@ -161,7 +161,7 @@ impl Linear {
     /// `[B, in] -> [B, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let out = self.bias.val().dims()[0];
-        x.matmul(self.weight.val().transpose()) + self.bias.val().reshape([1, out])
+        kernels::matmul_2d(x, self.weight.val().transpose()) + self.bias.val().reshape([1, out])
     }
 }
 
