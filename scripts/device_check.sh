@@ -3,10 +3,13 @@
 # CubeCL backends, run through iddpm's commands at tiny sizes and compared with Flex running
 # the same commands in the same binary.
 #
-#   IDDPM=target/cuda/release/iddpm scripts/device_check.sh wgpu:cpu
+#   IDDPM=target/cuda/release/iddpm scripts/device_check.sh wgpu:cpu      (about 2 minutes)
+#   IDDPM=target/cuda/release/iddpm scripts/device_check.sh cubecl-cpu    (about 4 minutes)
 #
 # wgpu:cpu is Mesa's lavapipe (Debian's mesa-vulkan-drivers), a software Vulkan device: the
-# same WGSL kernels a GPU runs, compiled by LLVM for this CPU. Checks, each against Flex:
+# same kernels a GPU runs, as WGSL, compiled by LLVM for this CPU. cubecl-cpu is CubeCL's CPU
+# runtime, which compiles them from CubeCL's IR through LLVM (its matrix products run as a
+# product and a sum: see iddpm_kernels::ops::matmul). Checks, each against Flex:
 #   1. check_device: the reference vectors at the GPU tolerances;
 #   2. 50 training steps of a one-channel 8x8 network from the same seed: every logged loss
 #      within 1e-3 (relative) of Flex's, and the loss falls;
