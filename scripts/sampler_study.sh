@@ -12,6 +12,12 @@
 #                                                into models/fashion_mnist_32_grey.safetensors;
 #                                                48 minutes on two idle cores), with its own
 #                                                ancestral 50-step cell
+#   STUDY_GREY=1 STUDY_GREY_STEPS=N scripts/sampler_study.sh [...]
+#                                                the one-channel model trained on to N steps
+#                                                (resuming the 4,000-step run; its own model
+#                                                file, results folder and ancestral cell), to
+#                                                see whether longer training calibrates ε
+#                                                enough for the ODE solvers
 #
 # Each cell writes docs/reproduction/results/samplers/<sampler>_<nfe>.json (FID, its bootstrap
 # s.d., precision, recall, sampling seconds and seconds per 1,000 images) and its 64-sample
@@ -26,9 +32,17 @@ RESULTS=${STUDY_RESULTS:-docs/reproduction/results/samplers}
 WORK=${STUDY_WORK:-runs/sampler_study}
 CHANNELS=()
 if [ "${STUDY_GREY:-0}" = 1 ]; then
+  GREY_STEPS=${STUDY_GREY_STEPS:-4000}
   MODEL=models/fashion_mnist_32_grey.safetensors
   RESULTS=docs/reproduction/results/samplers_grey
   WORK=runs/sampler_study_grey
+  if [ "$GREY_STEPS" != 4000 ]; then
+    MODEL=models/fashion_mnist_32_grey_${GREY_STEPS}_steps.safetensors
+    RESULTS=docs/reproduction/results/samplers_grey_${GREY_STEPS}_steps
+    WORK=runs/sampler_study_grey_${GREY_STEPS}_steps
+  fi
+  # Every length trains in one run folder, so a longer model resumes a shorter one.
+  GREY_TRAIN=runs/sampler_study_grey/train
   CHANNELS=(--image_channels 1)
 fi
 REF=${REPRO_FID_REF:-runs/reproduction/data/test32}
@@ -59,7 +73,7 @@ mkdir -p "$RESULTS"
 # The one-channel model: the shipped model's recipe (models/README.md) on one grey channel.
 train_grey() {
   [ -f "$MODEL" ] && return
-  local train=runs/reproduction/data/train32 log=$WORK/train
+  local train=runs/reproduction/data/train32 log=$GREY_TRAIN
   [ -d "$train" ] || "$IDDPM" data fashion-mnist --input "$FMNIST/train-images-idx3-ubyte.gz" \
     --output "$train" --image_size 32
   local resume=()
@@ -67,9 +81,9 @@ train_grey() {
   newest=$(ls "$log"/model*.safetensors 2>/dev/null | sort | tail -1 || true)
   [ -n "$newest" ] && resume=(--resume_checkpoint "$newest")
   "$IDDPM" train --data_dir "$train" "${NET[@]}" "${CHANNELS[@]}" --batch_size 16 --lr 1e-3 \
-    --ema_rate 0.999 --max_steps 4000 --save_interval 500 --log_interval 100 --seed 1 \
+    --ema_rate 0.999 --max_steps "$GREY_STEPS" --save_interval 500 --log_interval 100 --seed 1 \
     --preview_samples 0 --log_dir "$log" "${resume[@]}"
-  cp "$log/ema_0.999_004000.safetensors" "$MODEL.tmp"
+  cp "$log/ema_0.999_$(printf %06d "$GREY_STEPS").safetensors" "$MODEL.tmp"
   mv "$MODEL.tmp" "$MODEL"
 }
 if [ "${STUDY_GREY:-0}" = 1 ]; then
