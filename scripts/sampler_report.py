@@ -10,7 +10,9 @@ Two studies, each with its table and plot (FID against network evaluations, log 
   samplers, the reproduction study's hybrid_cosine cells (ancestral at 25/50/100 steps, DDIM at
   25/50), between REPORT.md's BEGIN SAMPLERS and END SAMPLERS markers;
 - the one-channel model (STUDY_GREY=1): RESULTS_DIR/samplers_grey/, its own ancestral and DDIM
-  cells included, between the BEGIN SAMPLERS GREY and END SAMPLERS GREY markers, when present.
+  cells included, between the BEGIN SAMPLERS GREY and END SAMPLERS GREY markers, when present;
+- the same model trained on to N steps (STUDY_GREY_STEPS=N): RESULTS_DIR/samplers_grey_N_steps/,
+  between the BEGIN SAMPLERS GREY N and END SAMPLERS GREY N markers.
 Missing cells show as "pending".
 """
 
@@ -40,10 +42,10 @@ def load(path):
         return json.load(f)
 
 
-def grey_cells(results):
-    """{label: {nfe: result}} for the one-channel model's study, whose paper samplers it ran,
-    with its --lambda_min_clipped cells as rows of their own."""
-    folder = os.path.join(results, "samplers_grey")
+def grey_cells(results, study="samplers_grey"):
+    """{label: {nfe: result}} for a one-channel model's study (folder `study`), whose paper
+    samplers it ran, with its --lambda_min_clipped cells as rows of their own."""
+    folder = os.path.join(results, study)
     names = dict((name, label) for label, name in
                  SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")])
     order = list(names.values())
@@ -152,6 +154,13 @@ def main():
         studies.append(("SAMPLERS GREY", grey_cells(results), "samplers_grey_fid_vs_nfe",
                         "One-channel model: FID against network evaluations (2,000 samples)",
                         False))
+    for entry in sorted(os.listdir(results)):
+        if match := re.fullmatch(r"samplers_grey_(\d+)_steps", entry):
+            steps = match.group(1)
+            studies.append((f"SAMPLERS GREY {steps}", grey_cells(results, entry),
+                            f"{entry}_fid_vs_nfe",
+                            f"One-channel model, {int(steps):,} training steps: FID against "
+                            "network evaluations (2,000 samples)", False))
     for marker, all_cells, name, title, pending in studies:
         picture = plot(all_cells, out_dir, name, title)
         text = table(all_cells, pending)
