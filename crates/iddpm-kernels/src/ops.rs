@@ -106,10 +106,10 @@ pub fn conv2d(
 /// `[B | 1, M, K] · [B | 1, K, N] = [B, M, N]`.
 ///
 /// Every device runs burn's matmul except CubeCL's CPU runtime (feature `cubecl-cpu`): there
-/// cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for a `4×128 · 128×128`
-/// product (measured with `CUBECL_DEBUG_LOG`, issue #31; not compilation, which is cached, nor
-/// autotune, whose level changes nothing), so it runs as a broadcast product and a sum, two
-/// ordinary CubeCL kernels. The matmul kernels themselves are checked on wgpu.
+/// cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for the products of an 8×8
+/// network, under a million multiply-adds each (measured with `CUBECL_DEBUG_LOG`, issue #31;
+/// not compilation, which is cached, nor autotune, whose level changes nothing), so it runs as
+/// a broadcast product and a sum, two ordinary CubeCL kernels. The matmul kernels themselves are checked on wgpu.
 pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
     if matmul_as_product_and_sum(&lhs.device()) {
         matmul_by_product_and_sum(lhs, rhs)
