@@ -109,7 +109,8 @@ pub fn conv2d(
 /// cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for the products of an 8×8
 /// network, under a million multiply-adds each (measured with `CUBECL_DEBUG_LOG`, issue #31;
 /// not compilation, which is cached, nor autotune, whose level changes nothing), so it runs as
-/// a broadcast product and a sum, two ordinary CubeCL kernels. The matmul kernels themselves are checked on wgpu.
+/// a broadcast product and a sum, two ordinary CubeCL kernels. The matmul kernels themselves
+/// are checked on wgpu.
 pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
     if matmul_as_product_and_sum(&lhs.device()) {
         matmul_by_product_and_sum(lhs, rhs)
@@ -129,10 +130,12 @@ pub fn matmul_by_product_and_sum(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
 
 /// [`matmul`] of two matrices: `[M, K] · [K, N] = [M, N]`.
 pub fn matmul_2d(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
-    if !matmul_as_product_and_sum(&lhs.device()) {
-        return lhs.matmul(rhs);
+    if matmul_as_product_and_sum(&lhs.device()) {
+        // [1, M, K] · [1, K, N] = [1, M, N] -> [M, N]
+        matmul_by_product_and_sum(lhs.unsqueeze(), rhs.unsqueeze()).squeeze_dim(0)
+    } else {
+        lhs.matmul(rhs)
     }
-    matmul(lhs.unsqueeze(), rhs.unsqueeze()).squeeze_dim(0) // [1, M, N] -> [M, N]
 }
 
 /// Whether [`matmul`] avoids burn's matmul on `device` (CubeCL's CPU runtime).
