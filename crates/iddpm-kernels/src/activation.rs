@@ -30,7 +30,21 @@ fn exp(x: f32) -> f32 {
         p = p * r + c;
     }
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    y * two_to_the(n)
+}
+
+/// `2ⁿ` for an integer-valued `n` in [−126, 127], built from its exponent bits.
+///
+/// Adding 1.5·2²³ puts the integer `n + 127` in the low mantissa bits exactly, so the bits are
+/// read off with integer arithmetic. `(n as i32)` would give the same value, but Rust's
+/// saturating float-to-int cast is compiled lane by lane, which made the SiLU loop scalar.
+#[inline(always)]
+fn two_to_the(n: f32) -> f32 {
+    const SHIFTER: f32 = 12_582_912.0; // 1.5 · 2²³: its ulp is 1
+    let biased = (n + (127.0 + SHIFTER))
+        .to_bits()
+        .wrapping_sub(SHIFTER.to_bits());
+    f32::from_bits(biased << 23)
 }
 
 /// The logistic function `1 / (1 + e^(−v))`.
@@ -97,6 +111,13 @@ mod tests {
             worst = worst.max(((ours - libm) / libm).abs());
         }
         assert!(worst < 2.5e-7, "relative error {worst:e}");
+    }
+
+    #[test]
+    fn powers_of_two_come_out_exact_over_the_range_exp_uses() {
+        for n in -126..=127 {
+            assert_eq!(two_to_the(n as f32), 2f32.powi(n), "2^{n}");
+        }
     }
 
     #[test]
