@@ -352,7 +352,7 @@ struct Frame<'a> {
 }
 
 /// Transforms one channel of one image: `plane [H, W]` → `v[ξ · stride + t]` for its tiles
-/// `t`, with `scratch` of `2·α²·tiles + α + (cols − 1)·m` values.
+/// `t`, with `scratch` of [`input_scratch_len`] values.
 #[inline(always)]
 fn input_tiles_generic(
     f: &Frame,
@@ -361,42 +361,81 @@ fn input_tiles_generic(
     stride: usize,
     scratch: &mut [f32],
 ) {
-    let (a, m, n) = (f.tile.alpha, f.tile.m, f.rows * f.cols);
-    let (d, rest) = scratch.split_at_mut(a * a * n);
-    let (half, padded) = rest.split_at_mut(a * a * n);
-    // d[i, j, t] = x[ty·m − p + i, tx·m − p + j] (zero outside), from a zero-padded copy of
-    // each row.
-    let padded = &mut padded[..(f.cols - 1) * m + a];
+    let (a, n) = (f.tile.alpha, f.rows * f.cols);
+    let (half, rest) = scratch.split_at_mut(a * a * n);
+    let (padded, phases) = rest.split_at_mut(phase_len(f) * f.tile.m);
+    // half[i, ξx, t] = Σ_j Bᵀ[ξx, j] · x[ty·m − p + i, tx·m − p + j] (zero outside)
     for ty in 0..f.rows {
         for i in 0..a {
             padded.fill(0.0);
-            let iy = (ty * m + i) as isize - f.padding as isize;
+            let iy = (ty * f.tile.m + i) as isize - f.padding as isize;
             if iy >= 0 && (iy as usize) < f.height {
                 let row = &plane[iy as usize * f.width..][..f.width];
                 let len = f.width.min(padded.len() - f.padding);
                 padded[f.padding..f.padding + len].copy_from_slice(&row[..len]);
             }
-            for j in 0..a {
-                let out = &mut d[(i * a + j) * n + ty * f.cols..][..f.cols];
-                for (o, &v) in out.iter_mut().zip(padded[j..].iter().step_by(m)) {
-                    *o = v;
-                }
+            let out = &mut half[i * a * n + ty * f.cols..];
+            match a {
+                4 => row_transform::<4, 2>(padded, phases, out, n, f.cols, input_1d_f2),
+                _ => row_transform::<6, 4>(padded, phases, out, n, f.cols, input_1d_f4),
             }
         }
     }
-    // half[i, ξx, t] = Σ_j Bᵀ[ξx, j] · d[i, j, t];  v[ξy·α + ξx, t] = Σ_i Bᵀ[ξy, i] · half[i, ξx, t]
-    for i in 0..a {
-        let (src, dst) = (&d[i * a * n..], &mut half[i * a * n..]);
-        match a {
-            4 => map_streams((src, n), (dst, n), n, input_1d_f2),
-            _ => map_streams((src, n), (dst, n), n, input_1d_f4),
-        }
-    }
+    // v[ξy·α + ξx, t] = Σ_i Bᵀ[ξy, i] · half[i, ξx, t]
     for xx in 0..a {
         let (src, dst) = (&half[xx * n..], &mut v[xx * stride..]);
         match a {
             4 => map_streams((src, a * n), (dst, a * stride), n, input_1d_f2),
             _ => map_streams((src, a * n), (dst, a * stride), n, input_1d_f4),
+        }
+    }
+}
+
+/// Values per phase of a padded input row: tile `tx` reads phase `j mod m` at `tx + j / m`.
+fn phase_len(f: &Frame) -> usize {
+    f.cols + (f.tile.alpha - 1) / f.tile.m
+}
+
+/// Scratch values that [`input_tiles`] needs for one image-channel of `f`.
+fn input_scratch_len(f: &Frame) -> usize {
+    let a = f.tile.alpha;
+    a * a * f.rows * f.cols + 2 * phase_len(f) * f.tile.m
+}
+
+/// One padded row's 1-D transform for every tile of a tile row: `out[ξx · stride + tx] =
+/// Σ_j Bᵀ[ξx, j] · padded[tx·M + j]`.
+///
+/// The row is first split into its `M` phases (`phases[r · len + k] = padded[k·M + r]`), so
+/// that the tiles' `j`-th values are one contiguous run and the transform vectorises across
+/// tiles; gathering them with stride `M` instead ran one value at a time.
+#[inline(always)]
+fn row_transform<const A: usize, const M: usize>(
+    padded: &[f32],
+    phases: &mut [f32],
+    out: &mut [f32],
+    stride: usize,
+    cols: usize,
+    f: impl Fn([f32; A]) -> [f32; A],
+) {
+    let len = padded.len() / M;
+    for (k, group) in padded.chunks_exact(M).enumerate() {
+        for (r, &value) in group.iter().enumerate() {
+            phases[r * len + k] = value;
+        }
+    }
+    assert!(cols + (A - 1) / M <= len, "row_transform: row too short");
+    assert!(
+        out.len() >= (A - 1) * stride + cols,
+        "row_transform: destination too short"
+    );
+    let (p, d) = (phases.as_ptr(), out.as_mut_ptr());
+    for tx in 0..cols {
+        // SAFETY: (j mod M)·len + j / M + tx < M·len = phases' length, for j < A and tx < cols
+        // (asserted above).
+        let x: [f32; A] = std::array::from_fn(|j| unsafe { *p.add((j % M) * len + j / M + tx) });
+        for (k, value) in f(x).into_iter().enumerate() {
+            // SAFETY: k·stride + tx < out.len() (asserted above).
+            unsafe { *d.add(k * stride + tx) = value };
         }
     }
 }
@@ -517,11 +556,10 @@ impl<'a> Plan<'a> {
     fn transform_input(&self, x: &[f32], chunk: &std::ops::Range<usize>, v: &mut [f32]) {
         let (a2, ci, per_image) = (self.a2(), self.g.channels_in, self.tiling.per_image());
         let (tiles, in_plane) = (chunk.len() * per_image, self.g.height * self.g.width);
-        let padded_row = (self.tiling.cols - 1) * self.tile.m + self.tile.alpha;
         v.par_chunks_mut(a2 * tiles)
             .enumerate()
             .for_each(|(c, v_c)| {
-                with_tiles(2 * a2 * per_image + padded_row, |scratch| {
+                with_tiles(input_scratch_len(&self.input), |scratch| {
                     for (i, b) in chunk.clone().enumerate() {
                         let plane = &x[(b * ci + c) * in_plane..][..in_plane];
                         let dst = &mut v_c[i * per_image..];
