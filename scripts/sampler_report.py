@@ -44,22 +44,24 @@ def load(path):
 
 def grey_cells(results, study="samplers_grey"):
     """{label: {nfe: result}} for a one-channel model's study (folder `study`), whose paper
-    samplers it ran, with its --lambda_min_clipped cells as rows of their own."""
+    samplers it ran, with its --lambda_min_clipped and unclipped (--clip_denoised False) cells
+    as rows of their own."""
     folder = os.path.join(results, study)
     names = dict((name, label) for label, name in
                  SOLVERS + [("ancestral (respaced)", "ancestral"), ("DDIM, η = 0", "ddim")])
     order = list(names.values())
     rows = {}
     for entry in sorted(os.listdir(folder)):
-        match = re.fullmatch(r"(.+)_(\d+)(?:_lambda(-?[0-9.]+))?\.json", entry)
+        match = re.fullmatch(r"(.+)_(\d+)(?:_lambda(-?[0-9.]+))?(_noclip)?\.json", entry)
         if not match or match.group(1) not in names:
             continue
-        name, nfe, lam = match.groups()
+        name, nfe, lam, noclip = match.groups()
         base = names[name]
-        label = base + (f", λ ≥ {lam.replace('-', '−')}" if lam else "")
-        rows.setdefault((order.index(base), lam or "", label), {})[int(nfe)] = \
+        label = base + (f", λ ≥ {lam.replace('-', '−')}" if lam else "") + \
+            (", x̂₀ not clipped" if noclip else "")
+        rows.setdefault((order.index(base), lam or "", noclip or "", label), {})[int(nfe)] = \
             load(os.path.join(folder, entry))
-    return {label: found for (_, _, label), found in sorted(rows.items())}
+    return {label: found for (_, _, _, label), found in sorted(rows.items())}
 
 
 def cells(results):

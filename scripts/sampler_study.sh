@@ -3,10 +3,12 @@
 # model: 2,000 samples per cell with the study's flags and seed, evaluated against the 10,000
 # Fashion-MNIST test images with the FID bootstrap, as scripts/reproduce.sh measures its cells.
 #
-#   scripts/sampler_study.sh [SAMPLER:NFE[:LAMBDA] ...]
+#   scripts/sampler_study.sh [SAMPLER:NFE[:LAMBDA[:noclip]] ...]
 #                                                default: every cell, the targets' first;
 #                                                LAMBDA adds --lambda_min_clipped LAMBDA (the
-#                                                grid starts below the signal-free last steps)
+#                                                grid starts below the signal-free last steps);
+#                                                noclip samples with --clip_denoised False
+#                                                (x̂_0 not clipped to [-1, 1])
 #   STUDY_GREY=1 scripts/sampler_study.sh [...]  the same on a one-channel model trained like
 #                                                the shipped one (trained first, resumably,
 #                                                into models/fashion_mnist_32_grey.safetensors;
@@ -92,12 +94,19 @@ if [ "${STUDY_GREY:-0}" = 1 ]; then
 fi
 
 cell() {
-  local sampler nfe lambda clip=()
-  IFS=: read -r sampler nfe lambda <<<"$1"
+  local sampler nfe lambda noclip clip=() denoised=True
+  IFS=: read -r sampler nfe lambda noclip <<<"$1"
   local name=${sampler}_$nfe
   if [ -n "$lambda" ]; then
     name=${name}_lambda$lambda
     clip=(--lambda_min_clipped "$lambda")
+  fi
+  if [ "$noclip" = noclip ]; then
+    name=${name}_noclip
+    denoised=False
+  elif [ -n "$noclip" ]; then
+    echo "cell $1: the fourth field can only be noclip" >&2
+    exit 2
   fi
   local dir=$WORK/$name out=$RESULTS/$name.json
   [ -f "$out" ] && { echo "$name: done"; return; }
@@ -106,7 +115,7 @@ cell() {
     local start=$SECONDS
     "$IDDPM" sample --num_samples 2000 --batch_size 250 --seed 1 --model_path "$MODEL" \
       "${NET[@]}" "${CHANNELS[@]}" --sampler "$sampler" --timestep_respacing "$nfe" \
-      "${clip[@]}" --output_dir "$dir"
+      "${clip[@]}" --clip_denoised "$denoised" --output_dir "$dir"
     echo $((SECONDS - start)) >"$dir/sampling_seconds"
   fi
   if [ ! -f "$dir/eval.json" ]; then
@@ -115,15 +124,15 @@ cell() {
     mv "$dir/eval.json.tmp" "$dir/eval.json"
   fi
   "$IDDPM" npz2png "$dir"/samples_*.npz --grid "$RESULTS/${name}.png" --max_images 64 >/dev/null
-  python3 - "$dir" "$out" "$sampler" "$nfe" "$lambda" <<'EOF'
+  python3 - "$dir" "$out" "$sampler" "$nfe" "$lambda" "$denoised" <<'EOF'
 import json, os, sys
 
-dir, out, sampler, nfe, lam = sys.argv[1:]
+dir, out, sampler, nfe, lam, denoised = sys.argv[1:]
 result = json.load(open(os.path.join(dir, "eval.json")))
 seconds = int(open(os.path.join(dir, "sampling_seconds")).read())
 if lam:
     result.update(lambda_min_clipped=float(lam))
-result.update(sampler=sampler, nfe=int(nfe), samples=2000, sampling_seconds=seconds,
+result.update(sampler=sampler, nfe=int(nfe), clip_denoised=denoised == "True", samples=2000, sampling_seconds=seconds,
               seconds_per_1000_images=seconds / 2.0, machine=os.uname().nodename)
 with open(out + ".tmp", "w") as f:
     f.write(json.dumps(result) + "\n")
