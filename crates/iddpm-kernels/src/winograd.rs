@@ -402,6 +402,41 @@ fn input_scratch_len(f: &Frame) -> usize {
     a * a * f.rows * f.cols + 2 * phase_len(f) * f.tile.m
 }
 
+/// Splits the first `count·M` values of `row` into its `M` phases:
+/// `phases[c · stride + k] = row[k·M + c]`.
+#[inline(always)]
+fn deinterleave<const M: usize>(row: &[f32], phases: &mut [f32], stride: usize, count: usize) {
+    let (groups, _) = row[..count * M].as_chunks::<M>();
+    assert!(
+        count == 0 || phases.len() >= (M - 1) * stride + count,
+        "deinterleave: phases too short"
+    );
+    let p = phases.as_mut_ptr();
+    for (k, group) in groups.iter().enumerate() {
+        for (c, &value) in group.iter().enumerate() {
+            // SAFETY: c·stride + k < phases.len() for c < M and k < count (asserted above).
+            unsafe { *p.add(c * stride + k) = value };
+        }
+    }
+}
+
+/// The inverse of [`deinterleave`]: `row[k·M + c] = phases[c · stride + k]` for `k < count`.
+#[inline(always)]
+fn interleave<const M: usize>(phases: &[f32], stride: usize, row: &mut [f32], count: usize) {
+    let (groups, _) = row[..count * M].as_chunks_mut::<M>();
+    assert!(
+        count == 0 || phases.len() >= (M - 1) * stride + count,
+        "interleave: phases too short"
+    );
+    let p = phases.as_ptr();
+    for (k, group) in groups.iter_mut().enumerate() {
+        for (c, value) in group.iter_mut().enumerate() {
+            // SAFETY: c·stride + k < phases.len() for c < M and k < count (asserted above).
+            *value = unsafe { *p.add(c * stride + k) };
+        }
+    }
+}
+
 /// One padded row's 1-D transform for every tile of a tile row: `out[ξx · stride + tx] =
 /// Σ_j Bᵀ[ξx, j] · padded[tx·M + j]`.
 ///
@@ -418,11 +453,7 @@ fn row_transform<const A: usize, const M: usize>(
     f: impl Fn([f32; A]) -> [f32; A],
 ) {
     let len = padded.len() / M;
-    for (k, group) in padded.chunks_exact(M).enumerate() {
-        for (r, &value) in group.iter().enumerate() {
-            phases[r * len + k] = value;
-        }
-    }
+    deinterleave::<M>(padded, phases, len, len);
     assert!(cols + (A - 1) / M <= len, "row_transform: row too short");
     assert!(
         out.len() >= (A - 1) * stride + cols,
@@ -486,13 +517,15 @@ fn output_tiles_generic(
     for ty in 0..f.rows {
         for r in 0..m.min(oh - ty * m) {
             let row = &mut plane[(ty * m + r) * ow..][..ow];
+            let src = &out[r * m * n + ty * f.cols..];
+            match m {
+                2 => interleave::<2>(src, n, row, full_cols),
+                _ => interleave::<4>(src, n, row, full_cols),
+            }
+            // The last tile of a row whose width m does not divide.
             for c in 0..m {
-                let src = &out[(r * m + c) * n + ty * f.cols..][..f.cols];
-                for (tx, &v) in src[..full_cols].iter().enumerate() {
-                    row[tx * m + c] = v;
-                }
                 if full_cols < f.cols && full_cols * m + c < ow {
-                    row[full_cols * m + c] = src[full_cols];
+                    row[full_cols * m + c] = src[c * n + full_cols];
                 }
             }
         }
@@ -599,18 +632,27 @@ fn output_tiles_adjoint_generic(
     let (d, half) = scratch.split_at_mut(m * m * n);
     // d[r, c, t] = dy[ty·m + r, tx·m + c] (zero past the edges).
     let (oh, ow) = (f.height, f.width);
+    let full_cols = ow / m;
     for ty in 0..f.rows {
         for r in 0..m {
+            let y = ty * m + r;
+            let dst = &mut d[r * m * n + ty * f.cols..];
+            if y >= oh {
+                for c in 0..m {
+                    dst[c * n..][..f.cols].fill(0.0);
+                }
+                continue;
+            }
+            let row = &plane[y * ow..][..ow];
+            match m {
+                2 => deinterleave::<2>(row, dst, n, full_cols),
+                _ => deinterleave::<4>(row, dst, n, full_cols),
+            }
+            // The last tile of a row whose width m does not divide.
             for c in 0..m {
-                let out = &mut d[(r * m + c) * n + ty * f.cols..][..f.cols];
-                let y = ty * m + r;
-                for (tx, o) in out.iter_mut().enumerate() {
-                    let x = tx * m + c;
-                    *o = if y < oh && x < ow {
-                        plane[y * ow + x]
-                    } else {
-                        0.0
-                    };
+                if full_cols < f.cols {
+                    let x = full_cols * m + c;
+                    dst[c * n + full_cols] = if x < ow { row[x] } else { 0.0 };
                 }
             }
         }
