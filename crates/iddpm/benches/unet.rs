@@ -3,7 +3,9 @@
 //! demo network and the CIFAR-10 released configuration, with and without gradient
 //! checkpointing, each variant measured in its own process (peak RSS is per process).
 //!
-//! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions). With
+//! `cargo bench -p iddpm --bench unet` (add `-- quick` for fewer repetitions, `--config
+//! demo,cifar10` and `--batch 8,32` to choose, `--kernels_only` to skip the burn-ops and
+//! checkpointed variants). With
 //! `IDDPM_TORCH_PYTHON=/path/to/python` (a Python with torch), the same network in PyTorch
 //! (`bench/torch_unet.py`, checked equal to the reference on model A) runs side by side and the
 //! ratios are printed. The sampling line times whole DDIM steps at batch 16 on both sides
@@ -293,6 +295,8 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "quick");
+    // Only iddpm's kernels (and PyTorch): the baselines take most of a full run.
+    let kernels_only = args.iter().any(|a| a == "--kernels_only");
     let batches: Vec<usize> = match args.iter().position(|a| a == "--batch") {
         Some(p) => args[p + 1]
             .split(',')
@@ -328,8 +332,14 @@ fn main() {
                 );
             };
             let kernels = run_child(name, false, true, batch, reps);
-            let standard = run_child(name, false, false, batch, reps);
-            let checkpointed = run_child(name, true, true, batch, reps);
+            let (standard, checkpointed) = if kernels_only {
+                (None, None)
+            } else {
+                (
+                    run_child(name, false, false, batch, reps),
+                    run_child(name, true, true, batch, reps),
+                )
+            };
             for (variant, v) in [
                 ("kernels", &kernels),
                 ("burn ops", &standard),
@@ -393,15 +403,21 @@ fn main() {
         let sample_batch = 16;
         let sample = format!("{name}-sample");
         let ours = run_child(&sample, false, true, sample_batch, reps);
-        let standard = run_child(&sample, false, false, sample_batch, reps);
+        let standard = if kernels_only {
+            None
+        } else {
+            run_child(&sample, false, false, sample_batch, reps)
+        };
         let rate = |ms: f64| sample_batch as f64 / (50.0 * ms / 1e3);
-        if let (Some(k), Some(s)) = (&ours, &standard) {
+        if let Some(k) = &ours {
             print!(
-                "{name}: 50-step DDIM at batch {sample_batch}: kernels {:.3} images/s ({:.2} cores busy), burn ops {:.3} images/s",
+                "{name}: 50-step DDIM at batch {sample_batch}: kernels {:.3} images/s ({:.2} cores busy)",
                 rate(k[0]),
-                k[3],
-                rate(s[0])
+                k[3]
             );
+            if let Some(s) = &standard {
+                print!(", burn ops {:.3} images/s", rate(s[0]));
+            }
             if let Some(t) = python.as_deref().and_then(|py| {
                 torch_script(
                     py,
