@@ -16,8 +16,11 @@ use burn_autodiff::{Autodiff, NodeId};
 use burn_flex::FlexTensor;
 
 use crate::UnetKernels;
+use crate::batched_matmul::{MatrixBatch, batched_matmul_lhs_grad, batched_matmul_rhs_grad};
 use crate::conv::{conv2d_bias_grad, conv2d_input_grad, conv2d_weight_grad};
-use crate::flex::{contiguous, conv_geometry, norm_geometry, tensor, values};
+use crate::flex::{
+    contiguous, conv_geometry, matrix_batch, norm_geometry, readable_matrices, tensor, values,
+};
 use crate::group_norm::{NormAffine, group_norm_backward};
 use crate::softmax::softmax_rows_grad;
 use crate::upsample::upsample_nearest_2x_grad;
@@ -55,6 +58,40 @@ impl Backward<Flex, 3> for ConvBackward {
         if let Some(node) = node_b {
             let db = conv2d_bias_grad(&g, values(&dy));
             grads.register::<Flex>(node.id, tensor(db, Shape::from(vec![g.channels_out])));
+        }
+    }
+}
+
+/// Backward of [`UnetKernels::fused_matmul`]: parents lhs, rhs.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl Backward<Flex, 2> for MatmulBackward {
+    /// Saved lhs and rhs.
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_a, node_b] = ops.parents;
+        let dc = contiguous(grads.consume::<Flex>(&ops.node));
+        let (a_id, b_id) = ops.state;
+        let fetch = |t: FlexTensor| readable_matrices(t);
+        let a = fetch(checkpointer.retrieve_node_output::<FlexTensor>(a_id));
+        let b = fetch(checkpointer.retrieve_node_output::<FlexTensor>(b_id));
+        let (a_shape, b_shape, dc_shape) = (a.shape(), b.shape(), dc.shape());
+        let dc_view = MatrixBatch::contiguous(values(&dc), [dc_shape[0], dc_shape[1], dc_shape[2]]);
+        let view = |t| matrix_batch(t).expect("readable_matrices made it readable");
+        if let Some(node) = node_a {
+            let da = batched_matmul_lhs_grad(&dc_view, &view(&b), a_shape[0]);
+            grads.register::<Flex>(node.id, tensor(da, a_shape));
+        }
+        if let Some(node) = node_b {
+            let db = batched_matmul_rhs_grad(&view(&a), &dc_view, b_shape[0]);
+            grads.register::<Flex>(node.id, tensor(db, b_shape));
         }
     }
 }
@@ -268,6 +305,27 @@ impl<C: CheckpointStrategy> UnetKernels for Ad<C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(Flex::fused_softmax_last_dim(x.into_primitive()))
             }
+        }
+    }
+
+    fn fused_matmul(lhs: FloatTensor<Ad<C>>, rhs: FloatTensor<Ad<C>>) -> FloatTensor<Ad<C>> {
+        let nodes = [lhs.node(), rhs.node()];
+        match MatmulBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&lhs), prep.checkpoint(&rhs));
+                prep.finish(
+                    state,
+                    Flex::fused_matmul(lhs.into_primitive(), rhs.into_primitive()),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::fused_matmul(
+                lhs.into_primitive(),
+                rhs.into_primitive(),
+            )),
         }
     }
 

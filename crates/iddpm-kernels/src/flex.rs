@@ -7,6 +7,7 @@ use burn_flex::{FlexTensor, Layout};
 use burn_std::Bytes;
 
 use crate::UnetKernels;
+use crate::batched_matmul::{MatrixBatch, batched_matmul};
 use crate::conv::{ConvGeometry, conv2d_forward};
 use crate::group_norm::{NormAffine, NormGeometry, group_norm_forward};
 use crate::softmax::softmax_rows;
@@ -21,6 +22,31 @@ pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
 pub(crate) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("iddpm-kernels: tensors are made contiguous f32 before a kernel reads them")
+}
+
+/// A 3-D f32 tensor as the matrices it holds, read in place through its strides; `None` for
+/// a layout the product cannot step through (negative strides), which the caller copies.
+pub(crate) fn matrix_batch(t: &FlexTensor) -> Option<MatrixBatch<'_>> {
+    let layout = t.layout();
+    let dims = layout.shape();
+    if dims.num_dims() != 3 {
+        return None;
+    }
+    MatrixBatch::new(
+        t.storage::<f32>(),
+        layout.start_offset(),
+        layout.strides(),
+        [dims[0], dims[1], dims[2]],
+    )
+}
+
+/// `t` itself when [`matrix_batch`] can read it, else a contiguous copy.
+pub(crate) fn readable_matrices(t: FlexTensor) -> FlexTensor {
+    if matrix_batch(&t).is_some() {
+        t
+    } else {
+        contiguous(t)
+    }
 }
 
 /// A contiguous f32 tensor of `shape` holding `data`.
@@ -125,6 +151,17 @@ impl UnetKernels for Flex {
         let s = x.shape();
         let y = upsample_nearest_2x(values(&x), s[2], s[3]);
         tensor(y, Shape::from(vec![s[0], s[1], 2 * s[2], 2 * s[3]]))
+    }
+
+    fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        let (lhs, rhs) = (readable_matrices(lhs), readable_matrices(rhs));
+        let (a, b) = (
+            matrix_batch(&lhs).expect("a contiguous tensor is readable"),
+            matrix_batch(&rhs).expect("a contiguous tensor is readable"),
+        );
+        let (ls, rs) = (lhs.shape(), rhs.shape());
+        let shape = Shape::from(vec![ls[0].max(rs[0]), ls[1], rs[2]]);
+        tensor(batched_matmul(&a, &b), shape)
     }
 
     fn fused_softmax_last_dim(x: FlexTensor) -> FlexTensor {

@@ -10,6 +10,7 @@
 
 mod activation;
 mod autodiff;
+mod batched_matmul;
 mod buffer;
 pub mod conv;
 pub mod dropout;
@@ -63,6 +64,10 @@ pub trait UnetKernels: Backend {
         groups: usize,
         silu: bool,
     ) -> FloatTensor<Self>;
+
+    /// Batched matrix product `[B | 1, M, K] · [B | 1, K, N] = [B, M, N]`, read through the
+    /// operands' strides (transposed views are not copied).
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Softmax over the last axis.
     fn fused_softmax_last_dim(x: FloatTensor<Self>) -> FloatTensor<Self>;

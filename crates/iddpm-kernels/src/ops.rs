@@ -105,15 +105,22 @@ pub fn conv2d(
 /// Batched matrix product over the last two axes, batch axis broadcast:
 /// `[B | 1, M, K] · [B | 1, K, N] = [B, M, N]`.
 ///
-/// Every device runs burn's matmul except CubeCL's CPU runtime (feature `cubecl-cpu`): there
-/// cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for the products of an 8×8
+/// On Flex in f32 it runs the kernels' batched product, which reads transposed views in place,
+/// zeroes its output on all cores and splits the batch over them (burn-flex's matmul zero-fills
+/// and copies its output on the calling thread first). CubeCL's CPU runtime (feature
+/// `cubecl-cpu`) avoids burn's matmul too: there cubek's matmul kernel takes 0.2–0.5 s a call in steady state even for the products of an 8×8
 /// network, under a million multiply-adds each (measured with `CUBECL_DEBUG_LOG`, issue #31;
 /// not compilation, which is cached, nor autotune, whose level changes nothing), so it runs as
 /// a broadcast product and a sum, two ordinary CubeCL kernels. The matmul kernels themselves
-/// are checked on wgpu.
+/// are checked on wgpu. Every other device runs burn's matmul.
 pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
+    let (ls, rs) = (lhs.dims(), rhs.dims());
+    let fits = ls[2] == rs[1] && (ls[0] == rs[0] || ls[0] == 1 || rs[0] == 1);
     if matmul_as_product_and_sum(&lhs.device()) {
         matmul_by_product_and_sum(lhs, rhs)
+    } else if fits && use_kernel(&[lhs.dtype(), rhs.dtype()], &lhs.device()) {
+        let c = <Dispatch as UnetKernels>::fused_matmul(lhs.into_dispatch(), rhs.into_dispatch());
+        Tensor::from_dispatch(c)
     } else {
         lhs.matmul(rhs)
     }
@@ -130,12 +137,8 @@ pub fn matmul_by_product_and_sum(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
 
 /// [`matmul`] of two matrices: `[M, K] · [K, N] = [M, N]`.
 pub fn matmul_2d(lhs: Tensor<2>, rhs: Tensor<2>) -> Tensor<2> {
-    if matmul_as_product_and_sum(&lhs.device()) {
-        // [1, M, K] · [1, K, N] = [1, M, N] -> [M, N]
-        matmul_by_product_and_sum(lhs.unsqueeze(), rhs.unsqueeze()).squeeze_dim(0)
-    } else {
-        lhs.matmul(rhs)
-    }
+    // [1, M, K] · [1, K, N] = [1, M, N] -> [M, N]
+    matmul(lhs.unsqueeze(), rhs.unsqueeze()).squeeze_dim(0)
 }
 
 /// Whether [`matmul`] avoids burn's matmul on `device` (CubeCL's CPU runtime).

@@ -329,15 +329,59 @@ fn matmul_as_product_and_sum_and_its_gradients_match_burn() {
         assert_close(&format!("{what} ∂lhs"), ours.1, standard.1);
         assert_close(&format!("{what} ∂rhs"), ours.2, standard.2);
     }
-    // Off CubeCL's CPU runtime, `ops::matmul` is burn's, bit for bit.
-    let (a, b) = (
-        random(&mut rng, [2, 3, 4], &device),
-        random(&mut rng, [2, 4, 5], &device),
-    );
-    assert_eq!(
-        values(ops::matmul(a.clone(), b.clone())),
-        values(a.matmul(b))
-    );
+}
+
+#[test]
+fn batched_matmul_kernel_and_its_gradients_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    // (lhs, rhs, lhs transposed, rhs transposed): batches on both sides, broadcast on either
+    // side (Conv1x1's weight), one matrix (Linear), views with swapped axes (attention's
+    // q·kᵀ and v·wᵀ), and a batch large enough to be split over the cores.
+    let cases = [
+        ([3, 5, 7], [3, 7, 4], false, false),
+        ([1, 6, 8], [2, 8, 9], false, false),
+        ([4, 6, 8], [1, 8, 9], false, false),
+        ([1, 4, 16], [1, 16, 3], false, false),
+        ([2, 5, 7], [2, 7, 6], true, false),
+        ([2, 5, 7], [2, 7, 6], false, true),
+        ([1, 33, 20], [3, 20, 17], true, true),
+        ([16, 64, 16], [16, 16, 64], true, false),
+        ([1, 1, 1], [5, 1, 1], false, false),
+    ];
+    for (l, r, lt, rt) in cases {
+        // A transposed operand is made [B, cols, rows] and viewed with its last axes swapped.
+        let make = |rng: &mut ChaCha8Rng, [b, m, k]: [usize; 3], t: bool| {
+            if t {
+                random(rng, [b, k, m], &device)
+            } else {
+                random(rng, [b, m, k], &device)
+            }
+        };
+        let (a, b) = (make(&mut rng, l, lt), make(&mut rng, r, rt));
+        let run = |kernel: bool| {
+            let (a, b) = (a.clone().require_grad(), b.clone().require_grad());
+            let view = |t: Tensor<3>, swap: bool| if swap { t.swap_dims(1, 2) } else { t };
+            let (va, vb) = (view(a.clone(), lt), view(b.clone(), rt));
+            let y = if kernel {
+                ops::matmul(va, vb)
+            } else {
+                va.matmul(vb)
+            };
+            let grads = (y.clone() * y.clone().sin()).sum().backward();
+            let ga = values(a.grad(&grads).unwrap());
+            (values(y), ga, values(b.grad(&grads).unwrap()))
+        };
+        let (kernel, standard) = (run(true), run(false));
+        let what = format!(
+            "kernel matmul {l:?}{}·{r:?}{}",
+            ["", "ᵀ"][lt as usize],
+            ["", "ᵀ"][rt as usize]
+        );
+        assert_close(&format!("{what} forward"), kernel.0, standard.0);
+        assert_close(&format!("{what} ∂lhs"), kernel.1, standard.1);
+        assert_close(&format!("{what} ∂rhs"), kernel.2, standard.2);
+    }
 }
 
 #[test]
