@@ -128,6 +128,22 @@ pub(crate) fn batched_matmul(a: &MatrixBatch, b: &MatrixBatch) -> Vec<f32> {
     )
 }
 
+/// One gradient's products over the batch of `dc`: kept per batch element, or summed over
+/// the batch in order when the operand it belongs to (batch `operand_batch`) was broadcast.
+fn gradient_products(
+    dc_batch: usize,
+    operand_batch: usize,
+    dims: (usize, usize, usize),
+    lhs: impl Fn(usize) -> Operand + Sync,
+    rhs: impl Fn(usize) -> Operand + Sync,
+) -> Vec<f32> {
+    if operand_batch == 1 && dc_batch > 1 {
+        summed_products(dc_batch, dims, lhs, rhs)
+    } else {
+        products(dc_batch, dims, lhs, rhs)
+    }
+}
+
 /// `∂L/∂a = ∂L/∂c · bᵀ`, `[a's batch, M, K]`, summed over the batch when a was broadcast.
 pub(crate) fn batched_matmul_lhs_grad(
     dc: &MatrixBatch,
@@ -136,11 +152,7 @@ pub(crate) fn batched_matmul_lhs_grad(
 ) -> Vec<f32> {
     let (m, n, k) = (dc.dims[1], dc.dims[2], b.dims[1]);
     let (lhs, rhs) = (|i| dc.matrix(i, false), |i| b.matrix(i, true));
-    if a_batch == 1 && dc.batch() > 1 {
-        summed_products(dc.batch(), (m, k, n), lhs, rhs)
-    } else {
-        products(dc.batch(), (m, k, n), lhs, rhs)
-    }
+    gradient_products(dc.batch(), a_batch, (m, k, n), lhs, rhs)
 }
 
 /// `∂L/∂b = aᵀ · ∂L/∂c`, `[b's batch, K, N]`, summed over the batch when b was broadcast.
@@ -151,9 +163,5 @@ pub(crate) fn batched_matmul_rhs_grad(
 ) -> Vec<f32> {
     let (m, k, n) = (a.dims[1], a.dims[2], dc.dims[2]);
     let (lhs, rhs) = (|i| a.matrix(i, true), |i| dc.matrix(i, false));
-    if b_batch == 1 && dc.batch() > 1 {
-        summed_products(dc.batch(), (k, n, m), lhs, rhs)
-    } else {
-        products(dc.batch(), (k, n, m), lhs, rhs)
-    }
+    gradient_products(dc.batch(), b_batch, (k, n, m), lhs, rhs)
 }
