@@ -94,16 +94,19 @@ if [ "${STUDY_GREY:-0}" = 1 ]; then
 fi
 
 cell() {
-  local sampler nfe lambda noclip clip=() denoised=True
+  local sampler nfe lambda noclip flags=() denoised=True
   IFS=: read -r sampler nfe lambda noclip <<<"$1"
   local name=${sampler}_$nfe
   if [ -n "$lambda" ]; then
     name=${name}_lambda$lambda
-    clip=(--lambda_min_clipped "$lambda")
+    flags=(--lambda_min_clipped "$lambda")
   fi
   if [ "$noclip" = noclip ]; then
+    # Only such cells name the flag: the others keep the command line their drawn batches
+    # were keyed by, so an interrupted cell still resumes.
     name=${name}_noclip
     denoised=False
+    flags+=(--clip_denoised False)
   elif [ -n "$noclip" ]; then
     echo "cell $1: the fourth field can only be noclip" >&2
     exit 2
@@ -115,7 +118,7 @@ cell() {
     local start=$SECONDS
     "$IDDPM" sample --num_samples 2000 --batch_size 250 --seed 1 --model_path "$MODEL" \
       "${NET[@]}" "${CHANNELS[@]}" --sampler "$sampler" --timestep_respacing "$nfe" \
-      "${clip[@]}" --clip_denoised "$denoised" --output_dir "$dir"
+      "${flags[@]}" --output_dir "$dir"
     echo $((SECONDS - start)) >"$dir/sampling_seconds"
   fi
   if [ ! -f "$dir/eval.json" ]; then
@@ -132,8 +135,9 @@ result = json.load(open(os.path.join(dir, "eval.json")))
 seconds = int(open(os.path.join(dir, "sampling_seconds")).read())
 if lam:
     result.update(lambda_min_clipped=float(lam))
-result.update(sampler=sampler, nfe=int(nfe), clip_denoised=denoised == "True", samples=2000, sampling_seconds=seconds,
-              seconds_per_1000_images=seconds / 2.0, machine=os.uname().nodename)
+result.update(sampler=sampler, nfe=int(nfe), clip_denoised=denoised == "True", samples=2000,
+              sampling_seconds=seconds, seconds_per_1000_images=seconds / 2.0,
+              machine=os.uname().nodename)
 with open(out + ".tmp", "w") as f:
     f.write(json.dumps(result) + "\n")
 os.replace(out + ".tmp", out)
