@@ -79,9 +79,8 @@ impl Backward<Flex, 2> for MatmulBackward {
         let [node_a, node_b] = ops.parents;
         let dc = contiguous(grads.consume::<Flex>(&ops.node));
         let (a_id, b_id) = ops.state;
-        let fetch = |t: FlexTensor| readable_matrices(t);
-        let a = fetch(checkpointer.retrieve_node_output::<FlexTensor>(a_id));
-        let b = fetch(checkpointer.retrieve_node_output::<FlexTensor>(b_id));
+        let a = readable_matrices(checkpointer.retrieve_node_output::<FlexTensor>(a_id));
+        let b = readable_matrices(checkpointer.retrieve_node_output::<FlexTensor>(b_id));
         let (a_shape, b_shape, dc_shape) = (a.shape(), b.shape(), dc.shape());
         let dc_view = MatrixBatch::contiguous(values(&dc), [dc_shape[0], dc_shape[1], dc_shape[2]]);
         let view = |t| matrix_batch(t).expect("readable_matrices made it readable");

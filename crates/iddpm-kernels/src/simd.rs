@@ -1,8 +1,8 @@
 //! Compiling a loop for the widest SIMD the CPU has, chosen at run time.
 
-/// Defines `$vis fn $name(args) [-> ret]`, which runs `$generic(args)` compiled for AVX-512, or for
-/// AVX2+FMA, or for the baseline, whichever is the widest this CPU supports. `$generic` must
-/// be `#[inline(always)]` so that its loops are compiled inside each variant.
+/// Defines `$vis fn $name(args) [-> ret]`, which runs `$generic(args)` compiled for AVX-512,
+/// or for AVX2+FMA, or for the baseline, whichever is the widest this CPU supports. `$generic`
+/// must be `#[inline(always)]` so that its loops are compiled inside each variant.
 ///
 /// Rust never contracts `a·b + c` into an FMA on its own, so the three variants do the same
 /// f32 operations and results do not depend on the machine.

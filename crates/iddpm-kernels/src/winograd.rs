@@ -523,8 +523,8 @@ fn output_tiles_generic(
                 _ => interleave::<4>(src, n, row, full_cols),
             }
             // The last tile of a row whose width m does not divide.
-            for c in 0..m {
-                if full_cols < f.cols && full_cols * m + c < ow {
+            if full_cols < f.cols {
+                for c in 0..ow - full_cols * m {
                     row[full_cols * m + c] = src[c * n + full_cols];
                 }
             }
@@ -649,8 +649,8 @@ fn output_tiles_adjoint_generic(
                 _ => deinterleave::<4>(row, dst, n, full_cols),
             }
             // The last tile of a row whose width m does not divide.
-            for c in 0..m {
-                if full_cols < f.cols {
+            if full_cols < f.cols {
+                for c in 0..m {
                     let x = full_cols * m + c;
                     dst[c * n + full_cols] = if x < ow { row[x] } else { 0.0 };
                 }
