@@ -12,7 +12,10 @@ Two studies, each with its table and plot (FID against network evaluations, log 
 - the one-channel model (STUDY_GREY=1): RESULTS_DIR/samplers_grey/, its own ancestral and DDIM
   cells included, between the BEGIN SAMPLERS GREY and END SAMPLERS GREY markers, when present;
 - the same model trained on to N steps (STUDY_GREY_STEPS=N): RESULTS_DIR/samplers_grey_N_steps/,
-  between the BEGIN SAMPLERS GREY N and END SAMPLERS GREY N markers.
+  between the BEGIN SAMPLERS GREY N and END SAMPLERS GREY N markers;
+- every sampler's wall time per 1,000 images from one quiet run (scripts/sampler_timing.sh,
+  RESULTS_DIR/sampler_timing.csv), between the BEGIN SAMPLER TIMING and END SAMPLER TIMING
+  markers, when both are present.
 Missing cells show as "pending".
 """
 
@@ -170,9 +173,35 @@ def main():
             rel = os.path.relpath(picture, os.path.dirname(report))
             text += f"\n\n![{title}]({rel})"
         doc = replace_between(doc, marker, text, report)
+    timing = timing_table(results)
+    if timing and "<!-- BEGIN SAMPLER TIMING -->" in doc:
+        doc = replace_between(doc, "SAMPLER TIMING", timing, report)
     with open(report + ".tmp", "w") as f:
         f.write(doc)
     os.replace(report + ".tmp", report)
+
+
+def timing_table(results):
+    """Seconds per 1,000 images by sampler (rows) and network evaluations (columns), from
+    sampler_timing.csv; None when there is no such file."""
+    path = os.path.join(results, "sampler_timing.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    nfes = sorted({int(r["nfe"]) for r in rows})
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    per = {(r["sampler"], int(r["nfe"])): float(r["seconds_per_1000_images"]) for r in rows}
+    first = rows[0]
+    lines = [f"Sampling wall time per 1,000 images, seconds: one run of "
+             f"`scripts/sampler_timing.sh` on idle cores ({first['images']} images per cell, "
+             f"one batch; `lscpu` \"{first['machine']}\", 2 cores, {first['date']}):", "",
+             "| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
+             "| --- |" + " --- |" * len(nfes)]
+    for sampler in samplers:
+        cells = [f"{per[(sampler, n)]:.0f}" if (sampler, n) in per else "–" for n in nfes]
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def replace_between(doc, marker, text, report):
