@@ -11,6 +11,7 @@
 
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
 
 use crate::frechet::sum_of_roots;
@@ -91,11 +92,40 @@ impl<'a> ResampledFid<'a> {
 
     /// FIDs of `count` resamples, seeded `seed`, `seed + 1`, …
     pub fn bootstrap(&self, count: usize, seed: u64) -> Vec<f64> {
-        (0..count as u64)
-            .map(|i| self.resample(seed.wrapping_add(i)))
-            .collect()
+        self.bootstrap_with_progress(count, seed, &mut |_| {})
+    }
+
+    /// [`Self::bootstrap`], reporting the resamples done after each round. The resamples of a
+    /// round run on all cores (each is one n × n eigenvalue problem, which runs on one), as
+    /// many at a time as fit in [`ROUND_MEMORY`]; each is seeded by its own index, so the
+    /// values do not depend on the number of cores.
+    pub fn bootstrap_with_progress(
+        &self,
+        count: usize,
+        seed: u64,
+        progress: &mut dyn FnMut(usize),
+    ) -> Vec<f64> {
+        let n = self.rows.nrows();
+        let per_resample = n * n * std::mem::size_of::<f64>();
+        let width = (ROUND_MEMORY / per_resample.max(1)).clamp(1, rayon::current_num_threads());
+        let mut fids = Vec::with_capacity(count);
+        while fids.len() < count {
+            let first = fids.len();
+            let round = first..(first + width).min(count);
+            let mut done: Vec<f64> = round
+                .into_par_iter()
+                .map(|i| self.resample(seed.wrapping_add(i as u64)))
+                .collect();
+            fids.append(&mut done);
+            progress(fids.len());
+        }
+        fids
     }
 }
+
+/// Memory that the Gram blocks of one round of resamples may take together; a round has at
+/// least one resample, however large.
+pub const ROUND_MEMORY: usize = 1 << 30;
 
 /// The sample standard deviation of `values` (ddof = 1); 0 for fewer than two.
 pub fn standard_deviation(values: &[f64]) -> f64 {
@@ -178,6 +208,19 @@ mod tests {
             few > 2.0 * many,
             "spread with 20 rows {few}, with 320 rows {many}"
         );
+    }
+
+    #[test]
+    fn the_bootstrap_on_all_cores_equals_the_resamples_one_by_one() {
+        let (n, d) = (24, 5);
+        let r = reference(d);
+        let prepared = ResampledFid::new(&r, &features(n, d, 5), n, d).unwrap();
+        let one_by_one: Vec<f64> = (0..7).map(|i| prepared.resample(11 + i)).collect();
+        let mut reported = Vec::new();
+        let fids = prepared.bootstrap_with_progress(7, 11, &mut |done| reported.push(done));
+        assert_eq!(fids, one_by_one);
+        assert_eq!(reported.last(), Some(&7));
+        assert!(reported.windows(2).all(|w| w[0] < w[1]), "progress {reported:?}");
     }
 
     #[test]

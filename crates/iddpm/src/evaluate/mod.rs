@@ -166,13 +166,9 @@ fn bootstrap_fids(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Option<Vec<f64>> {
     let prepared = ResampledFid::new(reference, features, m, FEATURES)?;
-    let fids = (0..count)
-        .map(|i| {
-            progress("FID bootstrap", i, count);
-            let fid = prepared.resample(i as u64);
-            progress("FID bootstrap", i + 1, count);
-            fid
-        })
-        .collect();
+    progress("FID bootstrap", 0, count);
+    let fids = prepared.bootstrap_with_progress(count, 0, &mut |done| {
+        progress("FID bootstrap", done, count)
+    });
     Some(fids)
 }
