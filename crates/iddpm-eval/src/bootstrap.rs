@@ -11,8 +11,8 @@
 
 use nalgebra::{DMatrix, DVector};
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::frechet::sum_of_roots;
 use crate::stats::FeatureStats;
@@ -220,7 +220,10 @@ mod tests {
         let fids = prepared.bootstrap_with_progress(7, 11, &mut |done| reported.push(done));
         assert_eq!(fids, one_by_one);
         assert_eq!(reported.last(), Some(&7));
-        assert!(reported.windows(2).all(|w| w[0] < w[1]), "progress {reported:?}");
+        assert!(
+            reported.windows(2).all(|w| w[0] < w[1]),
+            "progress {reported:?}"
+        );
     }
 
     #[test]

@@ -167,8 +167,7 @@ fn bootstrap_fids(
 ) -> Option<Vec<f64>> {
     let prepared = ResampledFid::new(reference, features, m, FEATURES)?;
     progress("FID bootstrap", 0, count);
-    let fids = prepared.bootstrap_with_progress(count, 0, &mut |done| {
-        progress("FID bootstrap", done, count)
-    });
+    let fids = prepared
+        .bootstrap_with_progress(count, 0, &mut |done| progress("FID bootstrap", done, count));
     Some(fids)
 }
