@@ -109,8 +109,9 @@ pub fn conv2d(
 /// zeroes its output on all cores and splits the batch over them (burn-flex's matmul zero-fills
 /// and copies its output on the calling thread first). CubeCL's CPU runtime (feature
 /// `cubecl-cpu`) avoids burn's matmul too: there cubek's matmul kernel takes 0.2–0.5 s a call
-/// in steady state even for the products of an 8×8 network, under a million multiply-adds each (measured with `CUBECL_DEBUG_LOG`, issue #31;
-/// not compilation, which is cached, nor autotune, whose level changes nothing), so it runs as
+/// in steady state even for the products of an 8×8 network, under a million multiply-adds
+/// each (measured with `CUBECL_DEBUG_LOG`, issue #31; not compilation, which is cached, nor
+/// autotune, whose level changes nothing), so it runs as
 /// a broadcast product and a sum, two ordinary CubeCL kernels. The matmul kernels themselves
 /// are checked on wgpu. Every other device runs burn's matmul.
 pub fn matmul(lhs: Tensor<3>, rhs: Tensor<3>) -> Tensor<3> {
