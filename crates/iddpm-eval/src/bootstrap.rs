@@ -105,9 +105,7 @@ impl<'a> ResampledFid<'a> {
         seed: u64,
         progress: &mut dyn FnMut(usize),
     ) -> Vec<f64> {
-        let n = self.rows.nrows();
-        let per_resample = n * n * std::mem::size_of::<f64>();
-        let width = (ROUND_MEMORY / per_resample.max(1)).clamp(1, rayon::current_num_threads());
+        let width = round_width(self.rows.nrows(), rayon::current_num_threads());
         let mut fids = Vec::with_capacity(count);
         while fids.len() < count {
             let first = fids.len();
@@ -126,6 +124,13 @@ impl<'a> ResampledFid<'a> {
 /// Memory that the Gram blocks of one round of resamples may take together; a round has at
 /// least one resample, however large.
 pub const ROUND_MEMORY: usize = 1 << 30;
+
+/// Resamples of `n` rows per round on `threads` cores: as many n × n f64 Gram blocks as fit
+/// in [`ROUND_MEMORY`], at least one.
+fn round_width(n: usize, threads: usize) -> usize {
+    let per_resample = n * n * std::mem::size_of::<f64>();
+    (ROUND_MEMORY / per_resample.max(1)).clamp(1, threads.max(1))
+}
 
 /// The sample standard deviation of `values` (ddof = 1); 0 for fewer than two.
 pub fn standard_deviation(values: &[f64]) -> f64 {
@@ -224,6 +229,14 @@ mod tests {
             reported.windows(2).all(|w| w[0] < w[1]),
             "progress {reported:?}"
         );
+    }
+
+    #[test]
+    fn a_round_holds_as_many_gram_blocks_as_fit_in_its_memory() {
+        assert_eq!(round_width(2_000, 2), 2); // 32 MB each
+        assert_eq!(round_width(2_000, 64), 33); // 1 GiB / 32 MB
+        assert_eq!(round_width(20_000, 8), 1); // 3.2 GB: one at a time
+        assert_eq!(round_width(10, 0), 1);
     }
 
     #[test]
