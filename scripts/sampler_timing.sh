@@ -21,14 +21,19 @@ NET=(--image_size 32 --num_channels 64 --channel_mult 1,1,1 --num_res_blocks 1
   --learn_sigma True --noise_schedule cosine)
 [ -x "$IDDPM" ] || { echo "$IDDPM not found: cargo build --release -p iddpm-cli" >&2; exit 1; }
 
-machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1 | tr , ' ')"  # a CSV field
 rows=()
 for nfe in 5 10 15 20 25 50; do
   for sampler in ancestral ddim sde-dpm++2m dpm++2m dpm++3m unipc; do
     rm -rf "$WORK"
-    line=$("$IDDPM" sample --num_samples "$IMAGES" --batch_size "$IMAGES" --seed 1 \
+    if ! log=$("$IDDPM" sample --num_samples "$IMAGES" --batch_size "$IMAGES" --seed 1 \
       --model_path models/fashion_mnist_32.safetensors "${NET[@]}" --sampler "$sampler" \
-      --timestep_respacing "$nfe" --output_dir "$WORK" 2>&1 | grep '^sampled')
+      --timestep_respacing "$nfe" --output_dir "$WORK" 2>&1); then
+      printf '%s\n' "$log" >&2
+      echo "$sampler at $nfe evaluations: iddpm sample failed (its output is above)" >&2
+      exit 1
+    fi
+    line=$(grep '^sampled' <<<"$log")
     seconds=$(sed -E 's/^sampled [0-9]+ images in ([0-9.]+) s.*/\1/' <<<"$line")
     per=$(python3 -c "print(f'{$seconds * 1000 / $IMAGES:.1f}')")
     echo "$sampler at $nfe evaluations: $seconds s for $IMAGES images, $per s per 1,000"
